@@ -1,0 +1,152 @@
+"""Validation and conversion of user data at the package boundary (done once per fit)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+__all__ = ["as_tensor", "as_groups", "DataInfo", "resolve_device"]
+
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What the package remembers about a training set.
+
+    Attributes
+    ----------
+    num_data : int
+        Rows ``N``.
+    data_dim : int
+        Features ``d`` (images flattened).
+    columns : tuple of str or None
+        DataFrame column names, when the data came as a DataFrame.
+    image_shape : tuple of int or None
+        Shape to reshape a row into an image (e.g. ``(8, 8)``), when known.
+    """
+
+    num_data: int
+    data_dim: int
+    columns: tuple[str, ...] | None = None
+    image_shape: tuple[int, ...] | None = None
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Turn ``"cpu"``/``"cuda"``/``"cuda:1"`` into a device, with a clear error if unusable."""
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        if not isinstance(device, str) or device.split(":")[0] not in DEVICES:
+            raise ValueError(f"unknown device {device!r}; choose one of {list(DEVICES)} (e.g. 'cuda:0')")
+        dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "device='cuda' was requested but CUDA is not available on this machine (torch.cuda.is_available() is False); use device='cpu' or install a CUDA build of torch"
+        )
+    if dev.type not in DEVICES:
+        raise ValueError(f"unknown device {str(dev)!r}; choose one of {list(DEVICES)}")
+    return dev
+
+
+def as_tensor(
+    data: torch.Tensor | np.ndarray | pd.DataFrame,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    image_shape: Sequence[int] | None = None,
+    name: str = "data",
+) -> tuple[torch.Tensor, DataInfo]:
+    """Validate data and return a ``(N, d)`` tensor on ``device`` plus its :class:`DataInfo`.
+
+    Parameters
+    ----------
+    data : Tensor, ndarray or DataFrame of shape (N, d) or (N, *image_shape)
+        Numeric data; arrays of rank > 2 are flattened per row (the image shape is kept).
+        A ``bayesvae.datasets.Dataset`` is accepted too (its ``x`` is used).
+    dtype, device
+        Target dtype and device.
+    image_shape : sequence of int, optional
+        Image shape of a row, recorded for plots.
+    name : str
+        What to call the data in error messages.
+
+    Raises
+    ------
+    TypeError
+        For a non-numeric DataFrame column (named) or an unsupported container.
+    ValueError
+        For NaN/inf (with the number of rows and the columns affected), fewer than one row,
+        or a rank-1 array.
+    """
+    columns: tuple[str, ...] | None = None
+    if hasattr(data, "x") and hasattr(data, "image_shape") and not isinstance(data, torch.Tensor):
+        image_shape = image_shape or getattr(data, "image_shape", None)
+        columns = getattr(data, "columns", None)
+        data = data.x
+    if isinstance(data, pd.DataFrame):
+        bad = [str(c) for c in data.columns if not pd.api.types.is_numeric_dtype(data[c])]
+        if bad:
+            raise TypeError(
+                f"{name}: DataFrame columns must be numeric; column(s) {bad} are not (dtypes {[str(data[c].dtype) for c in bad]}). Encode or drop them first."
+            )
+        columns = tuple(str(c) for c in data.columns)
+        array = data.to_numpy(dtype=np.float64)
+    elif isinstance(data, torch.Tensor):
+        array = data.detach().cpu()
+    elif isinstance(data, np.ndarray):
+        if not (np.issubdtype(data.dtype, np.number) or data.dtype == bool):
+            raise TypeError(f"{name}: array must be numeric, got dtype {data.dtype}")
+        array = data
+    else:
+        raise TypeError(
+            f"{name} must be a torch.Tensor, numpy.ndarray or pandas.DataFrame, got {type(data).__name__}"
+        )
+    t = torch.as_tensor(np.asarray(array) if not isinstance(array, torch.Tensor) else array)
+    if t.dim() < 2:
+        raise ValueError(f"{name} must have shape (N, d) with one row per data point; got shape {tuple(t.shape)}")
+    if t.dim() > 2:
+        image_shape = image_shape or tuple(t.shape[1:])
+        t = t.reshape(t.shape[0], -1)
+    if t.shape[0] < 1 or t.shape[1] < 1:
+        raise ValueError(f"{name} is empty: shape {tuple(t.shape)}")
+    t = t.to(dtype)
+    finite = torch.isfinite(t)
+    if not bool(finite.all()):
+        bad_rows = int((~finite).any(1).sum())
+        cols = torch.nonzero((~finite).any(0)).flatten().tolist()
+        names = [columns[c] if columns else str(c) for c in cols[:8]]
+        more = f" and {len(cols) - 8} more" if len(cols) > 8 else ""
+        raise ValueError(
+            f"{name} contains NaN or inf in {bad_rows} rows (columns [{', '.join(names)}{more}]); remove or impute them before fitting"
+        )
+    info = DataInfo(
+        num_data=int(t.shape[0]),
+        data_dim=int(t.shape[1]),
+        columns=columns,
+        image_shape=tuple(int(s) for s in image_shape) if image_shape else None,
+    )
+    return t.to(resolve_device(device)), info
+
+
+def as_groups(groups, num_data: int, *, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Validate integer group labels ``0..G-1`` of length ``num_data``; returns a long tensor."""
+    if isinstance(groups, (pd.Series, pd.Index)):
+        groups = groups.to_numpy()
+    g = torch.as_tensor(np.asarray(groups) if not isinstance(groups, torch.Tensor) else groups)
+    if g.dim() != 1 or g.shape[0] != num_data:
+        raise ValueError(
+            f"groups must be a vector with one label per data point: got shape {tuple(g.shape)} for {num_data} rows"
+        )
+    if g.is_floating_point():
+        if not bool(torch.isfinite(g).all()):
+            raise ValueError(f"groups contain {int((~torch.isfinite(g)).sum())} NaN/inf labels")
+        if not bool((g == g.round()).all()):
+            raise ValueError("groups must be integer labels 0..G-1; got non-integer values")
+    if g.numel() and int(g.min()) < 0:
+        raise ValueError(f"groups must be labels 0..G-1; got negative label {int(g.min())}")
+    return g.long().to(resolve_device(device))

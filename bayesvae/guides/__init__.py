@@ -1,0 +1,15 @@
+"""Guides (variational families): amortized encoders and per-datapoint mean-field guides."""
+
+from bayesvae.guides._parts import HEADS, GlobalGuide, LocalHead, NormalHead, register_head
+from bayesvae.guides.amortized import AmortizedGuide
+from bayesvae.guides.meanfield import MeanFieldGuide
+
+__all__ = [
+    "AmortizedGuide",
+    "MeanFieldGuide",
+    "GlobalGuide",
+    "LocalHead",
+    "NormalHead",
+    "HEADS",
+    "register_head",
+]

@@ -1,0 +1,127 @@
+"""Amortized inference networks q(z | x) that mirror a model's sites."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from bayesvae._registry import register
+from bayesvae.guides._parts import GlobalGuide, make_head
+from bayesvae.models.vae import VAE, data_plate
+from bayesvae.nn import ACTIVATIONS, MLP
+
+__all__ = ["AmortizedGuide"]
+
+
+@register
+class AmortizedGuide(nn.Module):
+    r"""Amortized guide: an encoder network for the local sites, mean-field for the global ones.
+
+    .. math::
+
+        q_\phi(\text{globals}, z_{1:N} \mid x_{1:N})
+          = q_\lambda(\text{globals}) \prod_n q_\phi(z_n \mid x_n)
+
+    The encoder trunk ``x -> h`` is an MLP with ``hidden`` widths (``()``: a linear encoder,
+    the amortized guide of probabilistic PCA); each of the prior's local sites gets a head
+    built for its ``family`` (``"normal"``: a diagonal Gaussian). A head for a site that
+    ``conditions_on`` earlier sites also receives their sampled values. Global sites get the
+    non-amortized :class:`~bayesvae.guides.GlobalGuide`.
+
+    Parameters
+    ----------
+    model : VAE
+        The model whose sites this guide mirrors (its prior and data width are read).
+    hidden : sequence of int, default (400,)
+        Widths of the encoder trunk's hidden layers.
+    activation : str, default "relu"
+        Trunk nonlinearity.
+
+    Notes
+    -----
+    Called as ``guide(x, *, index=None, num_data=None, groups=None)``, the same
+    signature as the model, inside the same data plate.
+
+    References
+    ----------
+    .. [1] D. P. Kingma and M. Welling, "Auto-Encoding Variational Bayes", ICLR 2014,
+       arXiv:1312.6114.
+    """
+
+    def __init__(
+        self,
+        model: VAE,
+        *,
+        hidden: Sequence[int] = (400,),
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, VAE):
+            raise TypeError(
+                f"AmortizedGuide mirrors a bayesvae VAE; got {type(model).__name__}. Write your own Pyro guide for other models."
+            )
+        hidden = tuple(int(h) for h in hidden)
+        self.hidden = hidden
+        self.activation = activation
+        self.data_dim = model.data_dim
+        if hidden:
+            self.trunk: nn.Module = nn.Sequential(
+                MLP(model.data_dim, hidden[-1], hidden=hidden[:-1], activation=activation),
+                ACTIVATIONS[activation](),
+            )
+            width = hidden[-1]
+        else:
+            self.trunk = nn.Identity()
+            width = model.data_dim
+        self.local_sites = model.prior.local_sites()
+        dims = {s.name: s.dim for s in self.local_sites}
+        self.heads = nn.ModuleDict(
+            {
+                s.name: make_head(s, width + sum(dims[c] for c in s.conditions_on))
+                for s in self.local_sites
+            }
+        )
+        self.globals = GlobalGuide(model.prior.global_sites())
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        index: torch.Tensor | None = None,
+        num_data: int | None = None,
+        groups: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        values = self.globals()
+        with data_plate(x.shape[0], index, num_data):
+            h = self.trunk(x)
+            for site in self.local_sites:
+                values[site.name] = pyro.sample(site.name, self._head(site, h, values))
+        return values
+
+    def _head(self, site, h: torch.Tensor, values: dict[str, torch.Tensor]):
+        if site.conditions_on:
+            h = torch.cat([h, *(values[c] for c in site.conditions_on)], dim=-1)
+        return self.heads[site.name](h)
+
+    def posterior(self, x: torch.Tensor) -> dict[str, dist.TorchDistribution]:
+        """The local factors q(site | x) for a batch ``x``.
+
+        A site that conditions on earlier sites is given their posterior means (a plug-in
+        summary, not a sample).
+        """
+        h = self.trunk(x)
+        out: dict[str, dist.TorchDistribution] = {}
+        means: dict[str, torch.Tensor] = {}
+        for site in self.local_sites:
+            q = self._head(site, h, means)
+            out[site.name] = q
+            means[site.name] = q.mean
+        return out
+
+    def to_config(self) -> dict[str, Any]:
+        return {"type": "AmortizedGuide", "hidden": list(self.hidden), "activation": self.activation}
