@@ -43,8 +43,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.io
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
+
+# scikit-learn is imported where it is used (digits, Dataset.split): importing it costs about
+# a second, which every CLI command would otherwise pay.
 
 __all__ = [
     "Dataset",
@@ -112,6 +113,7 @@ _BARS_FEATURES = np.array(
 )
 _BARS_FEATURES.flags.writeable = False
 
+
 @dataclass(frozen=True, eq=False)
 class Dataset:
     """A data matrix with one observation per row and optional labels and metadata.
@@ -165,27 +167,39 @@ class Dataset:
     def __post_init__(self) -> None:
         x = np.asarray(self.x)
         if x.dtype.kind not in "biuf":
-            raise TypeError(f"Dataset.x must be numeric; got dtype {x.dtype}. Encode non-numeric values as numbers first.")
+            raise TypeError(
+                f"Dataset.x must be numeric; got dtype {x.dtype}. Encode non-numeric values as numbers first."
+            )
         if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
-            raise ValueError(f"Dataset.x must be a non-empty 2-D array of shape (n, d); got shape {x.shape}. Flatten images with x.reshape(len(x), -1) and pass image_shape.")
+            raise ValueError(
+                f"Dataset.x must be a non-empty 2-D array of shape (n, d); got shape {x.shape}. Flatten images with x.reshape(len(x), -1) and pass image_shape."
+            )
         n, d = x.shape
         object.__setattr__(self, "x", np.ascontiguousarray(x, dtype=np.float32))
         if self.labels is not None:
             labels = np.asarray(self.labels)
             if labels.dtype.kind not in "iu":
-                raise TypeError(f"Dataset.labels must be integers; got dtype {labels.dtype}. Encode classes as 0, 1, 2, ...")
+                raise TypeError(
+                    f"Dataset.labels must be integers; got dtype {labels.dtype}. Encode classes as 0, 1, 2, ..."
+                )
             if labels.shape != (n,):
-                raise ValueError(f"Dataset.labels must have shape ({n},), one per row of x; got shape {labels.shape}.")
+                raise ValueError(
+                    f"Dataset.labels must have shape ({n},), one per row of x; got shape {labels.shape}."
+                )
             object.__setattr__(self, "labels", labels.astype(np.int64, copy=False))
         if self.image_shape is not None:
             shape = tuple(int(s) for s in self.image_shape)
             if not shape or min(shape) < 1 or int(np.prod(shape)) != d:
-                raise ValueError(f"Dataset.image_shape {shape} does not match the {d} columns of x; its product must equal d.")
+                raise ValueError(
+                    f"Dataset.image_shape {shape} does not match the {d} columns of x; its product must equal d."
+                )
             object.__setattr__(self, "image_shape", shape)
         if self.columns is not None:
             columns = tuple(str(c) for c in self.columns)
             if len(columns) != d:
-                raise ValueError(f"Dataset.columns has {len(columns)} names but x has {d} columns; give one name per column.")
+                raise ValueError(
+                    f"Dataset.columns has {len(columns)} names but x has {d} columns; give one name per column."
+                )
             object.__setattr__(self, "columns", columns)
 
     @property
@@ -236,14 +250,24 @@ class Dataset:
         fraction = _check_real(test_fraction, "test_fraction")
         if not 0.0 < fraction < 1.0:
             raise ValueError(f"test_fraction must lie in (0, 1); got {fraction}.")
-        train, test = train_test_split(np.arange(self.n), test_size=fraction, random_state=seed, stratify=self.labels)
+        from sklearn.model_selection import train_test_split
+
+        train, test = train_test_split(
+            np.arange(self.n), test_size=fraction, random_state=seed, stratify=self.labels
+        )
         return self._subset(train, "train"), self._subset(test, "test")
 
     def _subset(self, index: np.ndarray, part: str) -> Dataset:
         """Rows ``index`` as a new Dataset named after ``part``."""
         labels = None if self.labels is None else self.labels[index]
         description = f"{self.description} Rows: the {part} part of a random split ({len(index)} of {self.n}).".strip()
-        return dataclasses.replace(self, x=self.x[index], labels=labels, name=f"{self.name}[{part}]", description=description)
+        return dataclasses.replace(
+            self,
+            x=self.x[index],
+            labels=labels,
+            name=f"{self.name}[{part}]",
+            description=description,
+        )
 
 
 def digits(*, binarize: bool = False, threshold: float = 0.5) -> Dataset:
@@ -290,13 +314,19 @@ def digits(*, binarize: bool = False, threshold: float = 0.5) -> Dataset:
     """
     threshold = _check_real(threshold, "threshold")
     if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must lie in (0, 1), because pixels are scaled to [0, 1]; got {threshold}.")
+        raise ValueError(
+            f"threshold must lie in (0, 1), because pixels are scaled to [0, 1]; got {threshold}."
+        )
+    from sklearn.datasets import load_digits
+
     bunch = load_digits()
     x = (bunch.data / 16.0).astype(np.float32)
     if binarize:
         x = (x > threshold).astype(np.float32)
     columns = tuple(f"px_{r}_{c}" for r in range(8) for c in range(8))
-    preprocessing = f"binarized as pixel > {threshold}" if binarize else "pixel counts / 16 in [0, 1]"
+    preprocessing = (
+        f"binarized as pixel > {threshold}" if binarize else "pixel counts / 16 in [0, 1]"
+    )
     return Dataset(
         x=x,
         labels=bunch.target.astype(np.int64),
@@ -375,7 +405,9 @@ def linear_gaussian(
     data_dim = _check_positive_int(data_dim, "data_dim")
     latent_dim = _check_positive_int(latent_dim, "latent_dim")
     if latent_dim >= data_dim:
-        raise ValueError(f"latent_dim must be smaller than data_dim; got latent_dim={latent_dim}, data_dim={data_dim}.")
+        raise ValueError(
+            f"latent_dim must be smaller than data_dim; got latent_dim={latent_dim}, data_dim={data_dim}."
+        )
     noise = _check_real(noise, "noise")
     if not noise > 0.0:
         raise ValueError(f"noise (the noise standard deviation) must be positive; got {noise}.")
@@ -469,13 +501,17 @@ def bars(
     n = _check_positive_int(n, "n")
     side = _check_positive_int(side, "side")
     if side % 6 != 0:
-        raise ValueError(f"side must be a multiple of 6 (6, 12, 18, ...), because the four 6x6 features are enlarged by an integer factor; got side={side}.")
+        raise ValueError(
+            f"side must be a multiple of 6 (6, 12, 18, ...), because the four 6x6 features are enlarged by an integer factor; got side={side}."
+        )
     noise = _check_real(noise, "noise")
     if not noise >= 0.0:
         raise ValueError(f"noise (the noise standard deviation) must be >= 0; got {noise}.")
     prob = _check_real(prob, "prob")
     if not 0.0 < prob < 1.0:
-        raise ValueError(f"prob must lie in (0, 1), so that every feature is neither always off nor always on; got {prob}.")
+        raise ValueError(
+            f"prob must lie in (0, 1), so that every feature is neither always off nor always on; got {prob}."
+        )
     scale = side // 6
     block = np.ones((scale, scale))
     a = np.stack([np.kron(f, block).ravel() for f in _BARS_FEATURES])
@@ -566,7 +602,9 @@ def read_mnist_idx(
         labels_path = Path(labels_path)
         raw_labels = _parse_idx(_read_bytes(labels_path), labels_path, ndim=1)
         if raw_labels.shape[0] != n:
-            raise ValueError(f"{labels_path} holds {raw_labels.shape[0]} labels but {images_path} holds {n} images; pass the labels file that belongs to these images.")
+            raise ValueError(
+                f"{labels_path} holds {raw_labels.shape[0]} labels but {images_path} holds {n} images; pass the labels file that belongs to these images."
+            )
         labels = raw_labels.astype(np.int64)
     preprocessing = "pixel / 255 in [0, 1]"
     if binarize:
@@ -688,18 +726,39 @@ def read_frey_face(path: str | os.PathLike[str]) -> Dataset:
     try:
         contents = scipy.io.loadmat(path)
     except NotImplementedError as err:
-        raise ValueError(f"{path} is a MATLAB v7.3 (HDF5) file, which scipy cannot read; save it again in MATLAB with save(..., 'ff', '-v7').") from err
-    except (scipy.io.matlab.MatReadError, ValueError, TypeError, OSError, IndexError, zlib.error) as err:
-        raise ValueError(f"{path} could not be read as a MATLAB .mat file ({type(err).__name__}: {err}); it is truncated or not a .mat file.") from err
+        raise ValueError(
+            f"{path} is a MATLAB v7.3 (HDF5) file, which scipy cannot read; save it again in MATLAB with save(..., 'ff', '-v7')."
+        ) from err
+    except (
+        scipy.io.matlab.MatReadError,
+        ValueError,
+        TypeError,
+        OSError,
+        IndexError,
+        zlib.error,
+    ) as err:
+        raise ValueError(
+            f"{path} could not be read as a MATLAB .mat file ({type(err).__name__}: {err}); it is truncated or not a .mat file."
+        ) from err
     if "ff" not in contents:
         found = sorted(k for k in contents if not k.startswith("__"))
-        raise ValueError(f"{path} has no variable 'ff' (variables found: {found}); expected Roweis's frey_rawface.mat with ff of shape (560, n_frames).")
+        raise ValueError(
+            f"{path} has no variable 'ff' (variables found: {found}); expected Roweis's frey_rawface.mat with ff of shape (560, n_frames)."
+        )
     ff = np.asarray(contents["ff"])
     if ff.ndim != 2 or ff.shape[0] != _FREY_PIXELS:
-        hint = " It looks transposed: store one frame per column." if ff.ndim == 2 and ff.shape[1] == _FREY_PIXELS else ""
-        raise ValueError(f"Variable 'ff' in {path} has shape {ff.shape}; expected ({_FREY_PIXELS}, n_frames), one 28x20 frame per column.{hint}")
+        hint = (
+            " It looks transposed: store one frame per column."
+            if ff.ndim == 2 and ff.shape[1] == _FREY_PIXELS
+            else ""
+        )
+        raise ValueError(
+            f"Variable 'ff' in {path} has shape {ff.shape}; expected ({_FREY_PIXELS}, n_frames), one 28x20 frame per column.{hint}"
+        )
     if ff.dtype.kind not in "iuf" or ff.size == 0 or ff.min() < 0 or ff.max() > 255:
-        raise ValueError(f"Variable 'ff' in {path} must hold pixel values in [0, 255] (uint8); got dtype {ff.dtype}.")
+        raise ValueError(
+            f"Variable 'ff' in {path} must hold pixel values in [0, 255] (uint8); got dtype {ff.dtype}."
+        )
     x = ff.T.astype(np.float32) / np.float32(255.0)
     return Dataset(
         x=x,
@@ -710,8 +769,19 @@ def read_frey_face(path: str | os.PathLike[str]) -> Dataset:
 
 
 _BUILTIN_NAMES = ("digits", "digits-binary")
-_LOAD_SUFFIXES = (".csv", ".parquet", ".npy", ".amat", ".amat.gz", "-idx3-ubyte", "-idx3-ubyte.gz", ".mat")
-_IDX3_NAME = re.compile(r"(?P<prefix>.*?)(?P<images>images)?(?P<sep>[-.])idx3-ubyte(?P<gz>\.gz)?", re.IGNORECASE)
+_LOAD_SUFFIXES = (
+    ".csv",
+    ".parquet",
+    ".npy",
+    ".amat",
+    ".amat.gz",
+    "-idx3-ubyte",
+    "-idx3-ubyte.gz",
+    ".mat",
+)
+_IDX3_NAME = re.compile(
+    r"(?P<prefix>.*?)(?P<images>images)?(?P<sep>[-.])idx3-ubyte(?P<gz>\.gz)?", re.IGNORECASE
+)
 
 
 def load(name_or_path: str | os.PathLike[str], **kw: Any) -> Dataset:
@@ -729,8 +799,8 @@ def load(name_or_path: str | os.PathLike[str], **kw: Any) -> Dataset:
           (n, *image_shape) and is flattened with ``image_shape`` kept; values are not
           rescaled;
         - ``.amat`` / ``.amat.gz``: :func:`read_binarized_mnist`;
-        - ``-idx3-ubyte`` / ``-idx3-ubyte.gz``: :func:`read_mnist_idx`, with labels from
-          ``...-labels-idx1-ubyte[.gz]`` next to it if present;
+        - ``-idx3-ubyte`` / ``-idx3-ubyte.gz`` (or ``.idx3-ubyte``): :func:`read_mnist_idx`,
+          with labels from ``...-labels-idx1-ubyte[.gz]`` next to it if present;
         - ``.mat``: :func:`read_frey_face`.
     **kw
         Keyword arguments of the chosen reader, e.g. ``binarize=True, seed=1`` for IDX files
@@ -766,7 +836,9 @@ def load(name_or_path: str | os.PathLike[str], **kw: Any) -> Dataset:
     tabular = next((s for s in (".csv", ".parquet", ".npy") if lower.endswith(s)), None)
     if tabular is not None:
         if kw:
-            raise TypeError(f"load() got keyword arguments {sorted(kw)}, but the {tabular} reader takes none.")
+            raise TypeError(
+                f"load() got keyword arguments {sorted(kw)}, but the {tabular} reader takes none."
+            )
         if tabular == ".npy":
             return _read_npy(path)
         return _read_table(path, pd.read_csv if tabular == ".csv" else pd.read_parquet)
@@ -779,7 +851,9 @@ def load(name_or_path: str | os.PathLike[str], **kw: Any) -> Dataset:
         if "labels_path" not in kw:
             kw = {**kw, "labels_path": _find_idx_labels(path, match)}
         return read_mnist_idx(path, **kw)
-    raise ValueError(f"Unknown data set {os.fspath(name_or_path)!r}: give one of the names {list(_BUILTIN_NAMES)} or a path ending in one of {list(_LOAD_SUFFIXES)}.")
+    raise ValueError(
+        f"Unknown data set {os.fspath(name_or_path)!r}: give one of the names {list(_BUILTIN_NAMES)} or a path ending in one of {list(_LOAD_SUFFIXES)}."
+    )
 
 
 def _find_idx_labels(images_path: Path, match: re.Match[str]) -> Path | None:
@@ -787,8 +861,10 @@ def _find_idx_labels(images_path: Path, match: re.Match[str]) -> Path | None:
     if match["images"] is None:
         return None
     gz = match["gz"] is not None
-    for suffix in ((".gz", "") if gz else ("", ".gz")):
-        candidate = images_path.with_name(f"{match['prefix']}labels{match['sep']}idx1-ubyte{suffix}")
+    for suffix in (".gz", "") if gz else ("", ".gz"):
+        candidate = images_path.with_name(
+            f"{match['prefix']}labels{match['sep']}idx1-ubyte{suffix}"
+        )
         if candidate.is_file():
             return candidate
     logger.info("No labels file found next to %s; loading images without labels.", images_path)
@@ -804,12 +880,16 @@ def _read_table(path: Path, reader: Any) -> Dataset:
         col = non_numeric[0]
         values = frame[col].dropna()
         example = f", e.g. {values.iloc[0]!r}" if len(values) else ""
-        raise TypeError(f"Column {str(col)!r} of {path} is not numeric (dtype {frame[col].dtype}{example}); encode it as numbers (e.g. one-hot with pandas.get_dummies) or drop it before loading. Non-numeric columns: {[str(c) for c in non_numeric]}.")
+        raise TypeError(
+            f"Column {str(col)!r} of {path} is not numeric (dtype {frame[col].dtype}{example}); encode it as numbers (e.g. one-hot with pandas.get_dummies) or drop it before loading. Non-numeric columns: {[str(c) for c in non_numeric]}."
+        )
     x = frame.to_numpy(dtype=np.float64, na_value=np.nan)
     bad = (~np.isfinite(x)).sum(axis=0)
     if bad.any():
         j = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"Column {str(frame.columns[j])!r} of {path} has {int(bad[j])} missing or non-finite values; impute them or drop those rows before loading.")
+        raise ValueError(
+            f"Column {str(frame.columns[j])!r} of {path} has {int(bad[j])} missing or non-finite values; impute them or drop those rows before loading."
+        )
     return Dataset(
         x=x,
         columns=tuple(str(c) for c in frame.columns),
@@ -823,16 +903,24 @@ def _read_npy(path: Path) -> Dataset:
     _check_exists(path)
     array = np.load(path, allow_pickle=False)
     if not isinstance(array, np.ndarray):
-        raise ValueError(f"{path} is an .npz archive, not a single .npy array; save one array with np.save.")
+        raise ValueError(
+            f"{path} is an .npz archive, not a single .npy array; save one array with np.save."
+        )
     if array.dtype.kind not in "biuf":
-        raise TypeError(f"{path} holds an array of dtype {array.dtype}; expected numbers (bool, integer or float).")
+        raise TypeError(
+            f"{path} holds an array of dtype {array.dtype}; expected numbers (bool, integer or float)."
+        )
     if array.ndim < 2:
-        raise ValueError(f"{path} holds an array of shape {array.shape}; expected (n, d), or (n, *image_shape) for images.")
+        raise ValueError(
+            f"{path} holds an array of shape {array.shape}; expected (n, d), or (n, *image_shape) for images."
+        )
     image_shape = tuple(int(s) for s in array.shape[1:]) if array.ndim >= 3 else None
     x = array.reshape(array.shape[0], -1)
     n_bad = int(np.count_nonzero(~np.isfinite(x))) if x.dtype.kind == "f" else 0
     if n_bad:
-        raise ValueError(f"{path} holds {n_bad} NaN or infinite values; impute them or drop those rows before loading.")
+        raise ValueError(
+            f"{path} holds {n_bad} NaN or infinite values; impute them or drop those rows before loading."
+        )
     return Dataset(
         x=x,
         image_shape=image_shape,
@@ -846,19 +934,30 @@ def _parse_idx(buf: bytes, path: Path, ndim: int) -> np.ndarray:
     magic, kind = (_IDX3_MAGIC, "IDX3 images") if ndim == 3 else (_IDX1_MAGIC, "IDX1 labels")
     header = 4 + 4 * ndim
     if len(buf) < 4:
-        raise ValueError(f"{path} is {len(buf)} bytes long, too short for the header of an {kind} file; the file is truncated.")
+        raise ValueError(
+            f"{path} is {len(buf)} bytes long, too short for the header of an {kind} file; the file is truncated."
+        )
     found = int.from_bytes(buf[:4], "big")
     if found != magic:
-        other = {_IDX3_MAGIC: " It is an IDX3 images file: pass it as images_path.", _IDX1_MAGIC: " It is an IDX1 labels file: pass it as labels_path."}.get(found, "")
-        raise ValueError(f"{path} is not an {kind} file: its magic number is 0x{found:08X}, expected 0x{magic:08X}.{other}")
+        other = {
+            _IDX3_MAGIC: " It is an IDX3 images file: pass it as images_path.",
+            _IDX1_MAGIC: " It is an IDX1 labels file: pass it as labels_path.",
+        }.get(found, "")
+        raise ValueError(
+            f"{path} is not an {kind} file: its magic number is 0x{found:08X}, expected 0x{magic:08X}.{other}"
+        )
     if len(buf) < header:
-        raise ValueError(f"{path} is truncated: an {kind} header needs {header} bytes, the file has {len(buf)}.")
+        raise ValueError(
+            f"{path} is truncated: an {kind} header needs {header} bytes, the file has {len(buf)}."
+        )
     dims = tuple(int.from_bytes(buf[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = int(np.prod(dims, dtype=np.int64))
     payload = len(buf) - header
     if payload != expected:
         problem = "is truncated" if payload < expected else "has extra bytes at the end"
-        raise ValueError(f"{path} {problem}: its header declares shape {dims}, i.e. {expected} data bytes, but {payload} bytes follow the {header}-byte header. Copy the file again.")
+        raise ValueError(
+            f"{path} {problem}: its header declares shape {dims}, i.e. {expected} data bytes, but {payload} bytes follow the {header}-byte header. Copy the file again."
+        )
     return np.frombuffer(buf, dtype=np.uint8, offset=header).reshape(dims)
 
 
@@ -866,7 +965,9 @@ def _parse_amat(buf: bytes, path: Path) -> np.ndarray:
     """The (n, 784) float32 {0, 1} matrix of a binarized-MNIST ``.amat`` file."""
     buf = buf.replace(b"\r\n", b"\n").rstrip(b"\n")
     if not buf:
-        raise ValueError(f"{path} is empty; expected rows of {_AMAT_VALUES} values '0'/'1' separated by single spaces.")
+        raise ValueError(
+            f"{path} is empty; expected rows of {_AMAT_VALUES} values '0'/'1' separated by single spaces."
+        )
     buf += b"\n"
     b = np.frombuffer(buf, dtype=np.uint8)
     row_bytes = 2 * _AMAT_VALUES  # 784 digits, 783 spaces and a newline
@@ -883,11 +984,17 @@ def _parse_amat(buf: bytes, path: Path) -> np.ndarray:
     i = int(bad_rows[0])
     tokens = buf[starts[i] : ends[i]].split()
     if len(tokens) != _AMAT_VALUES:
-        raise ValueError(f"{path}: row {i + 1} has {len(tokens)} values; binarized MNIST rows have {_AMAT_VALUES} values '0'/'1' separated by single spaces. The file is truncated or not a binarized MNIST .amat file.")
+        raise ValueError(
+            f"{path}: row {i + 1} has {len(tokens)} values; binarized MNIST rows have {_AMAT_VALUES} values '0'/'1' separated by single spaces. The file is truncated or not a binarized MNIST .amat file."
+        )
     j = next((j for j, t in enumerate(tokens) if t not in (b"0", b"1")), None)
     if j is not None:
-        raise ValueError(f"{path}: row {i + 1}, column {j + 1} is {tokens[j].decode(errors='replace')!r}; binarized MNIST values must be 0 or 1.")
-    raise ValueError(f"{path}: row {i + 1} has 784 values but they are not separated by single spaces; expected the .amat layout '0 1 0 ...' with one space between values.")
+        raise ValueError(
+            f"{path}: row {i + 1}, column {j + 1} is {tokens[j].decode(errors='replace')!r}; binarized MNIST values must be 0 or 1."
+        )
+    raise ValueError(
+        f"{path}: row {i + 1} has 784 values but they are not separated by single spaces; expected the .amat layout '0 1 0 ...' with one space between values."
+    )
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -899,7 +1006,9 @@ def _read_bytes(path: Path) -> bytes:
     try:
         return gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as err:
-        raise ValueError(f"{path} starts with the gzip magic bytes 1f 8b but cannot be decompressed ({err}); it is truncated or corrupt, so copy it again.") from err
+        raise ValueError(
+            f"{path} starts with the gzip magic bytes 1f 8b but cannot be decompressed ({err}); it is truncated or corrupt, so copy it again."
+        ) from err
 
 
 def _check_exists(path: Path) -> None:
@@ -911,7 +1020,11 @@ def _check_exists(path: Path) -> None:
 def _stem(path: Path) -> str:
     """File name without a trailing ``.gz`` and without the format suffix."""
     name = path.name[:-3] if path.name.lower().endswith(".gz") else path.name
-    return Path(name).stem if Path(name).suffix.lower() in (".csv", ".parquet", ".npy", ".amat", ".mat") else name
+    return (
+        Path(name).stem
+        if Path(name).suffix.lower() in (".csv", ".parquet", ".npy", ".amat", ".mat")
+        else name
+    )
 
 
 def _check_positive_int(value: Any, name: str) -> int:
@@ -926,5 +1039,7 @@ def _check_positive_int(value: Any, name: str) -> int:
 def _check_real(value: Any, name: str) -> float:
     """``value`` as a float, if it is a real number (not bool)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number; got {value!r} of type {type(value).__name__}.")
+        raise TypeError(
+            f"{name} must be a real number; got {value!r} of type {type(value).__name__}."
+        )
     return float(value)

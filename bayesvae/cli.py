@@ -1,0 +1,320 @@
+"""Command-line interface: ``bayesvae fit | evaluate | compare | report``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["main", "build_parser", "PRIORS", "LIKELIHOODS"]
+
+logger = logging.getLogger("bayesvae")
+
+
+# ---------------------------------------------------------------------------------------------
+# Names at the CLI boundary -> objects
+
+
+def _gaussian_prior(args: argparse.Namespace):
+    from bayesvae.models import GaussianPrior
+
+    return GaussianPrior(args.latent_dim)
+
+
+def _optional(module: str, name: str) -> Callable[[argparse.Namespace], Any] | None:
+    """A prior builder from an optional module, when that module provides it."""
+    import importlib
+
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+    return cls
+
+
+def _priors() -> dict[str, Callable[[argparse.Namespace], Any]]:
+    table: dict[str, Callable[[argparse.Namespace], Any]] = {"gaussian": _gaussian_prior}
+    ibp = _optional("bayesvae.models", "IBPPrior")
+    if ibp is not None:
+        table["ibp"] = lambda a: ibp(alpha=a.alpha, truncation=a.latent_dim)
+    ard = _optional("bayesvae.models", "ARDPrior")
+    if ard is not None:
+        table["ard"] = lambda a: ard(a.latent_dim)
+    mix = _optional("bayesvae.models", "MixturePrior")
+    if mix is not None:
+        table["mixture"] = lambda a: mix(a.latent_dim, num_components=a.components)
+    return table
+
+
+PRIORS = ("gaussian", "ibp", "ard", "mixture")
+
+
+def _likelihoods(data_dim: int) -> dict[str, Callable[[], Any]]:
+    from bayesvae import models
+
+    return {
+        "bernoulli": models.Bernoulli,
+        "continuous-bernoulli": models.ContinuousBernoulli,
+        "gaussian": lambda: models.Gaussian(data_dim=data_dim),
+        "gaussian-heteroscedastic": lambda: models.Gaussian(heteroscedastic=True),
+        "poisson": models.Poisson,
+    }
+
+
+LIKELIHOODS = ("bernoulli", "continuous-bernoulli", "gaussian", "gaussian-heteroscedastic", "poisson")
+
+
+def _choose(kind: str, name: str, table: dict[str, Any]) -> Any:
+    if name not in table:
+        raise ValueError(f"unknown {kind} {name!r}; choose one of {sorted(table)}")
+    return table[name]
+
+
+def _load_data(spec: str, *, likelihood: str | None, binarize: str):
+    from bayesvae import datasets
+
+    if binarize == "auto":
+        embedded_intensity = spec == "digits"
+        binarize_now = embedded_intensity and likelihood == "bernoulli"
+    else:
+        binarize_now = binarize == "yes"
+    if binarize_now and spec == "digits":
+        logger.info("binarizing the embedded digits at 0.5 for the Bernoulli likelihood")
+        return datasets.digits(binarize=True)
+    data = datasets.load(spec)
+    if binarize_now:
+        x = data.x
+        if x.min() < 0 or x.max() > 1:
+            raise ValueError(f"--binarize yes needs data in [0, 1]; {spec} has range [{x.min():g}, {x.max():g}]")
+        data = datasets.Dataset(
+            x=(x > 0.5).astype(np.float32),
+            labels=data.labels,
+            image_shape=data.image_shape,
+            columns=data.columns,
+            name=data.name + " (binarized)",
+            description=data.description,
+        )
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# Subcommands
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    import bayesvae as bv
+    from bayesvae import plots
+
+    if args.likelihood not in LIKELIHOODS:
+        raise ValueError(f"unknown likelihood {args.likelihood!r}; choose one of {list(LIKELIHOODS)}")
+    data = _load_data(args.data, likelihood=args.likelihood, binarize=args.binarize)
+    if args.validation_fraction > 0:
+        train, valid = data.split(test_fraction=args.validation_fraction, seed=args.seed)
+    else:
+        train, valid = data, None
+    torch.manual_seed(args.seed)
+    prior = _choose("prior", args.prior, _priors())(args)
+    likelihood = _choose("likelihood", args.likelihood, _likelihoods(train.d))()
+    hidden = tuple(args.hidden)
+    decoder = bv.MLP(prior.latent_dim, likelihood.num_outputs(train.d), hidden=hidden[::-1], activation=args.activation)
+    model = bv.VAE(prior=prior, likelihood=likelihood, decoder=decoder)
+    guide = bv.AmortizedGuide(model, hidden=hidden, activation=args.activation)
+    out = Path(args.out)
+    bar = tqdm(total=args.epochs, desc="fit", unit="epoch", disable=args.quiet)
+
+    def progress(record: dict[str, float]) -> None:
+        text = {"elbo": f"{record['elbo']:.3f}"}
+        if "val_elbo" in record:
+            text["val_elbo"] = f"{record['val_elbo']:.3f}"
+        bar.set_postfix(text)
+        bar.update(int(record["epoch"]) - bar.n)
+
+    try:
+        result = bv.fit(
+            model,
+            guide,
+            train,
+            elbo=args.elbo,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            num_particles=args.num_particles,
+            device=args.device,
+            seed=args.seed,
+            validation=valid,
+            checkpoint=out,
+            resume=args.resume,
+            callback=progress,
+        )
+    finally:
+        bar.close()
+    result.save(out)
+    (out / "cli.json").write_text(json.dumps({"data": args.data, "binarize": args.binarize, "validation_fraction": args.validation_fraction, "seed": args.seed, "likelihood": args.likelihood}, indent=2))
+    for name, fig in (
+        ("history.png", plots.plot_history(result)),
+        ("reconstructions.png", plots.plot_reconstructions(result, train)),
+        ("prior_samples.png", plots.plot_prior_samples(result, seed=args.seed)),
+    ):
+        fig.savefig(out / name, dpi=100)
+    last = result.history.iloc[-1]
+    msg = f"ELBO per point {last['elbo']:.3f}"
+    if "val_elbo" in result.history:
+        msg += f", validation ELBO {last['val_elbo']:.3f}"
+    print(f"{msg}; {result.elapsed:.1f} s of training; saved to {out}/")
+    return 0
+
+
+def _held_out(args: argparse.Namespace, run: str) -> Any:
+    """The evaluation data: by default the validation rows held out when the run was fitted."""
+    made = Path(run) / "cli.json"
+    how = json.loads(made.read_text()) if made.exists() else {}
+    spec = args.data or how.get("data")
+    if spec is None:
+        raise ValueError(f"{run} was not written by 'bayesvae fit'; pass --data")
+    same = args.data is None or args.data == how.get("data")
+    binarize = args.binarize if args.binarize != "auto" or not same else how.get("binarize", "auto")
+    data = _load_data(spec, likelihood=how.get("likelihood") if same else None, binarize=binarize)
+    if args.split == "all" or not same:
+        return data
+    fraction = how.get("validation_fraction", 0.0)
+    if not fraction:
+        raise ValueError(f"{run} was fitted on all rows of {spec} (no held-out split); pass --split all or other --data")
+    return data.split(test_fraction=fraction, seed=how.get("seed", 0))[1]
+
+
+def _write_table(frame, out: str | None, stem: str) -> None:
+    from bayesvae.compare import to_markdown
+
+    print(to_markdown(frame))
+    if out:
+        path = Path(out)
+        path.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(path / f"{stem}.csv")
+        (path / f"{stem}.md").write_text(to_markdown(frame) + "\n")
+        print(f"wrote {path / stem}.csv and .md")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import bayesvae as bv
+    from bayesvae.evaluation import evaluate
+
+    fit = bv.load(args.run, device=args.device)
+    x = _held_out(args, args.run)
+    frame = evaluate(fit, x, num_samples=args.num_samples, seed=args.seed)
+    frame.index = [Path(args.run).name]
+    _write_table(frame, args.out, "evaluation")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    import bayesvae as bv
+    from bayesvae.compare import compare
+
+    fits = {Path(run).name: bv.load(run, device=args.device) for run in args.runs}
+    x = _held_out(args, args.runs[0])
+    frame = compare(fits, x, num_samples=args.num_samples, seed=args.seed)
+    _write_table(frame, args.out, "comparison")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    import bayesvae as bv
+    from bayesvae.report import report
+
+    fit = bv.load(args.run, device=args.device)
+    x = _held_out(args, args.run)
+    path = report(fit, x, args.out, title=args.title or f"bayesvae report: {Path(args.run).name}", num_samples=args.num_samples)
+    print(f"wrote {path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Parser
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="digits", help="'digits' or 'digits-binary' (embedded, no download), or a path: .csv, .parquet, .npy, MNIST IDX (-idx3-ubyte[.gz]), binarized MNIST .amat[.gz], Frey Face .mat (default: digits)")
+    p.add_argument("--binarize", choices=("auto", "yes", "no"), default="auto", help="threshold [0,1] data at 0.5; 'auto' binarizes the embedded digits when the likelihood is Bernoulli (default: auto)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--device", default="cpu", help="'cpu' or 'cuda[:k]' (default: cpu)")
+
+
+def _add_eval_args(p: argparse.ArgumentParser) -> None:
+    _add_data_args(p)
+    p.set_defaults(data=None)
+    p.add_argument("--split", choices=("held-out", "all"), default="held-out", help="'held-out': the validation rows the run held out when it was fitted (same data, fraction and seed, read from the run's cli.json); 'all': every row of --data (default: held-out)")
+    p.add_argument("--num-samples", type=int, default=1000, help="importance samples K per data point (default: 1000)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``bayesvae`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="bayesvae",
+        description="Variational autoencoders as Bayesian latent-variable models: fit them by SVI, evaluate held-out log p(x) with standard errors, compare models, and write diagnostic reports.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("fit", help="fit a VAE by stochastic variational inference", description="Fit prior x decoder x likelihood with an amortized Gaussian guide by SVI; writes the saved fit (fit.safetensors, config.json), history.csv and PNGs of the ELBO curve, reconstructions and prior samples to --out. Re-running with --resume continues from the checkpoint in --out.")
+    _add_data_args(p)
+    p.add_argument("--prior", default="gaussian", help=f"prior p(z), one of {list(PRIORS)} (default: gaussian)")
+    p.add_argument("--likelihood", default="bernoulli", help=f"observation model p(x|z), one of {list(LIKELIHOODS)} (default: bernoulli)")
+    p.add_argument("--latent-dim", type=int, default=8, help="latent dimension (IBP: truncation level) (default: 8)")
+    p.add_argument("--hidden", type=int, nargs="*", default=[128], help="encoder hidden widths; the decoder mirrors them (default: 128)")
+    p.add_argument("--activation", default="relu", help="hidden-layer nonlinearity (default: relu)")
+    p.add_argument("--alpha", type=float, default=2.0, help="IBP concentration alpha (default: 2)")
+    p.add_argument("--components", type=int, default=10, help="mixture prior components (default: 10)")
+    p.add_argument("--elbo", choices=("trace", "meanfield"), default="meanfield", help="Trace_ELBO (Monte Carlo) or TraceMeanField_ELBO (analytic KL) (default: meanfield)")
+    p.add_argument("--epochs", type=int, default=50, help="passes over the data (default: 50)")
+    p.add_argument("--batch-size", type=int, default=128, help="minibatch size (default: 128)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
+    p.add_argument("--num-particles", type=int, default=1, help="ELBO samples per step (default: 1)")
+    p.add_argument("--validation-fraction", type=float, default=0.2, help="rows held out for the validation ELBO; 0 uses all rows for training (default: 0.2)")
+    p.add_argument("--out", default="runs/fit", help="output directory (default: runs/fit)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_fit)
+
+    p = sub.add_parser("evaluate", help="held-out log p(x) +- SE, ELBO parts, active units of one fit", description="Evaluate a saved fit on held-out data: importance-sampled log p(x) with its standard error, ELBO decomposition, active units. Prints a table and writes CSV/markdown to --out.")
+    p.add_argument("run", help="directory written by 'bayesvae fit'")
+    _add_eval_args(p)
+    p.add_argument("--out", default=None, help="directory for evaluation.csv / evaluation.md")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("compare", help="rank several fits on the same held-out data", description="Compare saved fits on the same held-out data, ranked by log p(x), with the paired standard error of each difference to the best. Prints a table and writes CSV/markdown to --out.")
+    p.add_argument("runs", nargs="+", help="directories written by 'bayesvae fit'")
+    _add_eval_args(p)
+    p.add_argument("--out", default=None, help="directory for comparison.csv / comparison.md")
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("report", help="self-contained HTML (and Markdown) diagnostic report of a fit", description="Write a self-contained HTML report (images embedded) and its Markdown twin: metrics, PSIS k-hat verdict, posterior predictive checks, plots.")
+    p.add_argument("run", help="directory written by 'bayesvae fit'")
+    _add_eval_args(p)
+    p.add_argument("--out", default="report.html", help="HTML file to write (default: report.html)")
+    p.add_argument("--title", default=None, help="report title")
+    p.set_defaults(func=_cmd_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``bayesvae`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"bayesvae {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
