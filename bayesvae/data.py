@@ -106,7 +106,7 @@ def as_tensor(
         raise TypeError(
             f"{name} must be a torch.Tensor, numpy.ndarray or pandas.DataFrame, got {type(data).__name__}"
         )
-    t = torch.as_tensor(np.asarray(array) if not isinstance(array, torch.Tensor) else array)
+    t = array if isinstance(array, torch.Tensor) else torch.as_tensor(np.array(array))
     if t.dim() < 2:
         raise ValueError(f"{name} must have shape (N, d) with one row per data point; got shape {tuple(t.shape)}")
     if t.dim() > 2:

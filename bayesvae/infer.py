@@ -205,6 +205,15 @@ def _modules(*parts: Any) -> list[nn.Module]:
     return [p for p in parts if isinstance(p, nn.Module)]
 
 
+def _dtype_of(*parts: Any) -> torch.dtype:
+    """The floating dtype of the first module parameter (float32 when there is none)."""
+    for m in _modules(*parts):
+        for p in m.parameters():
+            if p.is_floating_point():
+                return p.dtype
+    return torch.float32
+
+
 def _state(model, guide) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for prefix, part in (("model.", model), ("guide.", guide)):
@@ -352,7 +361,8 @@ def fit(
         raise ValueError("resume=True needs checkpoint=<path>")
     objective = make_elbo(elbo, num_particles=num_particles, model=model)
     dev = resolve_device(device)
-    x, info = as_tensor(data, device=dev)
+    dtype = _dtype_of(model, guide)
+    x, info = as_tensor(data, device=dev, dtype=dtype)
     _check_data(model, x, info, "data")
     n = info.num_data
     g = None if groups is None else as_groups(groups, n, device=dev)
@@ -361,7 +371,7 @@ def fit(
             raise ValueError(
                 "validation data cannot be scored with a MeanFieldGuide (it has no parameters for unseen points); use an amortized guide"
             )
-        xv, vinfo = as_tensor(validation, device=dev, name="validation data")
+        xv, vinfo = as_tensor(validation, device=dev, dtype=dtype, name="validation data")
         _check_data(model, xv, vinfo, "validation data")
         gv = None if validation_groups is None else as_groups(validation_groups, vinfo.num_data, device=dev)
     bsz = n if batch_size is None else min(batch_size, n)
@@ -413,7 +423,7 @@ def fit(
     with pyro.validation_enabled(True), poutine.trace(param_only=True) as param_trace:
         first_loss = loss_on(x[first_idx], first_idx, None if g is None else g[first_idx], n)
     if not torch.isfinite(first_loss):
-        raise ValueError(f"the loss is {float(first_loss)} at the initial parameters; check the model, the guide and the data scale")
+        raise ValueError(f"the loss is {float(first_loss.detach())} at the initial parameters; check the model, the guide and the data scale")
     user_params = {
         name: site["value"].unconstrained()
         for name, site in param_trace.trace.nodes.items()
@@ -460,7 +470,7 @@ def fit(
                     _recover(model, guide, param_list, good)
                     optimizer.load_state_dict(good_optim)
                     raise DivergenceError(
-                        f"the ELBO became non-finite ({float(loss)}) at epoch {epoch + 1}, step {steps + 1}; training stopped and the last finite parameters were kept (err.result). Try a smaller lr, clip_norm=, or check the data scale.",
+                        f"the ELBO became non-finite ({float(loss.detach())}) at epoch {epoch + 1}, step {steps + 1}; training stopped and the last finite parameters were kept (err.result). Try a smaller lr, clip_norm=, or check the data scale.",
                         result(),
                     )
                 optimizer.zero_grad(set_to_none=True)
@@ -538,7 +548,7 @@ def evaluate_elbo(
         dev = ref.device if ref is not None else torch.device("cpu")
     else:
         dev = resolve_device(device)
-    x, info = as_tensor(data, device=dev)
+    x, info = as_tensor(data, device=dev, dtype=_dtype_of(model, guide))
     _check_data(model, x, info, "data")
     g = None if groups is None else as_groups(groups, info.num_data, device=dev)
     pyro.set_rng_seed(seed)
@@ -628,10 +638,14 @@ def _json_default(obj: Any) -> Any:
 
 
 def _config_of(part: Any) -> dict[str, Any] | None:
+    """The part's config, or None when it cannot be rebuilt from one (then load needs it passed)."""
     to_config = getattr(part, "to_config", None)
     if to_config is None:
         return None
-    return to_config()
+    try:
+        return to_config()
+    except TypeError:
+        return None
 
 
 def _versions() -> dict[str, str]:

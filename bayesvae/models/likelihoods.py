@@ -66,7 +66,11 @@ class _BernoulliLogits(dist.Bernoulli):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        return -F.binary_cross_entropy_with_logits(self.logits, value, reduction="none")
+        logits = self.logits
+        if value.shape != logits.shape:  # e.g. vectorized particles: (P, B, d) vs (B, d)
+            shape = torch.broadcast_shapes(value.shape, logits.shape)
+            logits, value = logits.expand(shape), value.expand(shape)
+        return -F.binary_cross_entropy_with_logits(logits, value, reduction="none")
 
 
 @register
