@@ -401,49 +401,29 @@ def fit(
             kw["groups"] = gb
         return objective.differentiable_loss(model_fn, guide_fn, xb, **kw)
 
-    # First step with validation on: catches malformed models once, and captures every
-    # parameter (module parameters plus pyro.param sites of hand-written functions).
     start_epoch, history, optim_state = 0, [], None
     ckpt = Path(checkpoint) if checkpoint is not None else None
-    saved = None
+    user_params: dict[str, torch.Tensor] = {}
     if resume and ckpt is not None and _fit_file(ckpt).exists():
         saved = _read(ckpt)
-        _restore(model, guide, saved["state"])
-        _load_params(saved["params"], saved["meta"].get("param_constraints", {}))
-        history = saved["meta"]["history"]
-        start_epoch = len(history)
-        optim_state = saved["optimizer"]
         old = saved["meta"]["config"]
         for key in ("elbo", "batch_size", "num_particles", "seed"):
             if old.get(key) != getattr(config, key):
                 raise ValueError(
                     f"cannot resume: checkpoint was made with {key}={old.get(key)!r} but this fit has {key}={getattr(config, key)!r}"
                 )
-    first_idx = torch.arange(min(bsz, n), device=dev)
-    with pyro.validation_enabled(True), poutine.trace(param_only=True) as param_trace:
-        first_loss = loss_on(x[first_idx], first_idx, None if g is None else g[first_idx], n)
-    if not torch.isfinite(first_loss):
-        raise ValueError(f"the loss is {float(first_loss.detach())} at the initial parameters; check the model, the guide and the data scale")
-    user_params = {
-        name: site["value"].unconstrained()
-        for name, site in param_trace.trace.nodes.items()
-        if site["type"] == "param"
-    }
-    params: dict[int, torch.Tensor] = {}
-    for m in _modules(model, guide):
-        params.update({id(p): p for p in m.parameters() if p.requires_grad})
-    params.update({id(p): p for p in user_params.values() if p.requires_grad})
-    if not params:
-        raise ValueError("model and guide have no trainable parameters")
-    optimizer = torch.optim.Adam(list(params.values()), lr=lr)
-    if optim_state is not None:
-        optimizer.load_state_dict(optim_state)
-        torch.set_rng_state(saved["rng"]["torch"])
-        order.set_state(saved["rng"]["order"])
-    elif start_epoch == 0:
-        pyro.set_rng_seed(seed)  # the first (validation) step must not shift the RNG stream
-    param_list = list(params.values())
+        _restore(model, guide, saved["state"])
+        _load_params(saved["params"], saved["meta"].get("param_constraints", {}))
+        user_params = {name: pyro.get_param_store()[name] for name in saved["params"]}
+        history = saved["meta"]["history"]
+        start_epoch = len(history)
+        optim_state = saved["optimizer"]
+        if saved["rng"]["torch"] is not None:
+            torch.set_rng_state(saved["rng"]["torch"])
+            order.set_state(saved["rng"]["order"])
     elapsed = float(history[-1]["seconds"]) if history else 0.0
+    optimizer: torch.optim.Optimizer | None = None
+    param_list: list[torch.Tensor] = []
 
     def result() -> FitResult:
         return FitResult(
@@ -457,7 +437,6 @@ def fit(
 
     for epoch in range(start_epoch, epochs):
         good = _snapshot(model, guide)
-        good_optim = optimizer.state_dict()
         t0 = time.perf_counter()
         total = torch.zeros((), device=dev)
         perm = torch.randperm(n, generator=order).to(dev)
@@ -465,10 +444,27 @@ def fit(
         with pyro.validation_enabled(False):
             for start in range(0, n, bsz):
                 idx = perm[start : start + bsz]
-                loss = loss_on(x[idx], idx, None if g is None else g[idx], n)
+                if optimizer is None:
+                    # The first step runs with validation on (a malformed model fails loudly
+                    # once) and captures every parameter: module parameters plus the
+                    # pyro.param sites of hand-written functions.
+                    with pyro.validation_enabled(True), poutine.trace(param_only=True) as tr:
+                        loss = loss_on(x[idx], idx, None if g is None else g[idx], n)
+                    if not torch.isfinite(loss):
+                        raise ValueError(
+                            f"the loss is {float(loss.detach())} at the initial parameters; check the model, the guide and the data scale"
+                        )
+                    user_params.update(
+                        {name: site["value"].unconstrained() for name, site in tr.trace.nodes.items() if site["type"] == "param"}
+                    )
+                    param_list = _trainable(model, guide, user_params)
+                    optimizer = torch.optim.Adam(param_list, lr=lr)
+                    if optim_state is not None:
+                        optimizer.load_state_dict(optim_state)
+                else:
+                    loss = loss_on(x[idx], idx, None if g is None else g[idx], n)
                 if not torch.isfinite(loss):
                     _recover(model, guide, param_list, good)
-                    optimizer.load_state_dict(good_optim)
                     raise DivergenceError(
                         f"the ELBO became non-finite ({float(loss.detach())}) at epoch {epoch + 1}, step {steps + 1}; training stopped and the last finite parameters were kept (err.result). Try a smaller lr, clip_norm=, or check the data scale.",
                         result(),
@@ -492,6 +488,17 @@ def fit(
         if callback is not None:
             callback(dict(record))
     return result()
+
+
+def _trainable(model, guide, user_params: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """Every trainable tensor of model, guide and hand-written pyro.params, once each."""
+    params: dict[int, torch.Tensor] = {}
+    for m in _modules(model, guide):
+        params.update({id(p): p for p in m.parameters() if p.requires_grad})
+    params.update({id(p): p for p in user_params.values() if p.requires_grad})
+    if not params:
+        raise ValueError("model and guide have no trainable parameters")
+    return list(params.values())
 
 
 def _recover(model, guide, params: Sequence[torch.Tensor], good: dict[str, torch.Tensor]) -> None:
