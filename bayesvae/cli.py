@@ -157,7 +157,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         )
     finally:
         bar.close()
-    result.save(out)
+    # fit's checkpoint already holds the final epoch (with optimizer and RNG state for --resume)
     (out / "cli.json").write_text(json.dumps({"data": args.data, "binarize": args.binarize, "validation_fraction": args.validation_fraction, "seed": args.seed, "likelihood": args.likelihood}, indent=2))
     for name, fig in (
         ("history.png", plots.plot_history(result)),
@@ -262,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Variational autoencoders as Bayesian latent-variable models: fit them by SVI, evaluate held-out log p(x) with standard errors, compare models, and write diagnostic reports.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="fit, evaluate, compare or report; COMMAND --help for its options")
 
     p = sub.add_parser("fit", help="fit a VAE by stochastic variational inference", description="Fit prior x decoder x likelihood with an amortized Gaussian guide by SVI; writes the saved fit (fit.safetensors, config.json), history.csv and PNGs of the ELBO curve, reconstructions and prior samples to --out. Re-running with --resume continues from the checkpoint in --out.")
     _add_data_args(p)

@@ -1,0 +1,64 @@
+"""The bayesvae command line: help texts, a tiny fit end to end, and errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bayesvae.cli import build_parser, main
+
+
+@pytest.mark.parametrize("command", [[], ["fit"], ["evaluate"], ["compare"], ["report"]])
+def test_help_is_complete(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert "usage: bayesvae" in text
+    if command == ["fit"]:
+        for flag in ("--data", "--prior", "--likelihood", "--latent-dim", "--epochs", "--out", "--resume", "--elbo", "--device"):
+            assert flag in text
+    # every option has a help string
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    for p in [parser, *subparsers.values()]:
+        for action in p._actions:
+            assert action.help, (p.prog, action.dest)
+
+
+def test_fit_writes_run_directory_and_resumes(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["fit", "--data", "digits", "--likelihood", "bernoulli", "--latent-dim", "2", "--hidden", "16", "--epochs", "2", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    for name in ("fit.safetensors", "config.json", "history.csv", "history.png", "reconstructions.png", "prior_samples.png", "cli.json"):
+        assert (out / name).exists(), name
+    assert "ELBO per point" in capsys.readouterr().out
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["prior"] == {"type": "GaussianPrior", "latent_dim": 2}
+    # resume to more epochs continues the history
+    assert main([*args[:-5], "--epochs", "3", "--out", str(out), "--quiet", "--resume"]) == 0
+    assert len((out / "history.csv").read_text().strip().splitlines()) == 1 + 3
+
+
+def test_errors_are_reported_with_choices(tmp_path, capsys):
+    assert main(["fit", "--prior", "dirichlet", "--epochs", "1", "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown prior 'dirichlet'; choose one of" in err and "gaussian" in err
+    assert main(["fit", "--likelihood", "beta", "--epochs", "1", "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    assert "unknown likelihood 'beta'" in capsys.readouterr().err
+    assert main(["fit", "--data", str(tmp_path / "missing.csv"), "--epochs", "1", "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    assert "missing.csv" in capsys.readouterr().err
+    # intensities under a Bernoulli likelihood, from a file: not silently binarized
+    import numpy as np
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).uniform(size=(20, 4)))
+    assert main(["fit", "--data", str(tmp_path / "x.npy"), "--epochs", "1", "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    assert "Bernoulli likelihood needs binary data" in capsys.readouterr().err
+
+
+def test_console_script_entry_point():
+    result = subprocess.run([sys.executable, "-m", "bayesvae.cli", "--help"], capture_output=True, text=True, check=True)
+    assert "fit" in result.stdout and "evaluate" in result.stdout and "report" in result.stdout
