@@ -41,6 +41,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bayesvae import _registry
+from bayesvae._distributed import Replicas
 from bayesvae.data import DataInfo, as_groups, as_tensor, resolve_device
 from bayesvae.guides.meanfield import MeanFieldGuide
 from bayesvae.models.vae import VAE
@@ -276,6 +277,7 @@ def fit(
     checkpoint_every: int = 1,
     resume: bool = False,
     callback: Callable[[dict[str, float]], None] | None = None,
+    distributed: bool = False,
 ) -> FitResult:
     r"""Fit a model and guide by stochastic variational inference.
 
@@ -327,7 +329,17 @@ def fit(
         Continue from ``checkpoint`` when it exists (bit-identical on CPU to an uninterrupted
         fit with the same arguments).
     callback : callable, optional
-        Called after each epoch with that epoch's history record.
+        Called after each epoch with that epoch's history record (on rank 0 only when
+        distributed).
+    distributed : bool
+        Data-parallel over ``torch.distributed`` processes (launch the script with
+        ``torchrun --nproc_per_node=P``; the process group is initialized from torchrun's
+        environment when needed). Each process takes every P-th row of each minibatch and
+        the gradients are averaged by one all-reduce per step, so the update equals the
+        single-process update of the whole minibatch in expectation (exactly, for a
+        deterministic loss). Rank 0 writes checkpoints, scores validation data and runs
+        the callback. Set ``torch.set_num_threads`` so that P processes do not oversubscribe
+        the cores.
 
     Returns
     -------
@@ -392,7 +404,12 @@ def fit(
     )
     for m in _modules(model, guide):
         m.to(dev)
-    pyro.set_rng_seed(seed)
+    replicas = Replicas(distributed, dev)
+    if replicas.active and bsz < replicas.world:
+        raise ValueError(f"batch_size={bsz} is smaller than the {replicas.world} distributed processes")
+    replicas.broadcast([p for m in _modules(model, guide) for p in m.parameters()])
+    # Sampling noise differs between replicas; the minibatch order is shared.
+    pyro.set_rng_seed(seed + replicas.rank)
     order = torch.Generator().manual_seed(seed)
 
     def loss_on(xb, idx, gb, num):
@@ -421,6 +438,10 @@ def fit(
         if saved["rng"]["torch"] is not None:
             torch.set_rng_state(saved["rng"]["torch"])
             order.set_state(saved["rng"]["order"])
+            if dev.type == "cuda" and saved["rng"]["cuda"] is not None:
+                torch.cuda.set_rng_state(saved["rng"]["cuda"], dev)
+        if replicas.active:  # the checkpoint holds rank 0's stream: give each replica its own
+            pyro.set_rng_seed(seed + replicas.rank + 1_000_003 * start_epoch)
     elapsed = float(history[-1]["seconds"]) if history else 0.0
     optimizer: torch.optim.Optimizer | None = None
     param_list: list[torch.Tensor] = []
@@ -443,7 +464,7 @@ def fit(
         steps = 0
         with pyro.validation_enabled(False):
             for start in range(0, n, bsz):
-                idx = perm[start : start + bsz]
+                idx = replicas.shard(perm[start : start + bsz])
                 if optimizer is None:
                     # The first step runs with validation on (a malformed model fails loudly
                     # once) and captures every parameter: module parameters plus the
@@ -458,19 +479,27 @@ def fit(
                         {name: site["value"].unconstrained() for name, site in tr.trace.nodes.items() if site["type"] == "param"}
                     )
                     param_list = _trainable(model, guide, user_params)
+                    replicas.broadcast(list(user_params.values()))
                     optimizer = torch.optim.Adam(param_list, lr=lr)
                     if optim_state is not None:
                         optimizer.load_state_dict(optim_state)
                 else:
                     loss = loss_on(x[idx], idx, None if g is None else g[idx], n)
+                if replicas.active:
+                    # backward first, then one all-reduce of gradients and loss: every
+                    # replica sees the same mean loss and takes the same decision
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    loss = replicas.average(param_list, loss)
                 if not torch.isfinite(loss):
                     _recover(model, guide, param_list, good)
                     raise DivergenceError(
                         f"the ELBO became non-finite ({float(loss.detach())}) at epoch {epoch + 1}, step {steps + 1}; training stopped and the last finite parameters were kept (err.result). Try a smaller lr, clip_norm=, or check the data scale.",
                         result(),
                     )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if not replicas.active:
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
                 if clip_norm is not None:
                     nn.utils.clip_grad_norm_(param_list, clip_norm)
                 optimizer.step()
@@ -478,12 +507,16 @@ def fit(
                 steps += 1
         elapsed += time.perf_counter() - t0
         record: dict[str, float] = {"epoch": epoch + 1, "elbo": -float(total) / (steps * n)}
-        if validation is not None:
+        if validation is not None and replicas.is_main:
             record["val_elbo"] = _elbo_per_point(objective, model_fn, guide_fn, xv, gv)
         record["seconds"] = elapsed
         history.append(record)
+        if not replicas.is_main:
+            continue
         if ckpt is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
             rng = {"torch": torch.get_rng_state(), "order": order.get_state()}
+            if dev.type == "cuda":
+                rng["cuda"] = torch.cuda.get_rng_state(dev)
             _write(result(), ckpt, optimizer=optimizer, rng=rng)
         if callback is not None:
             callback(dict(record))
@@ -612,8 +645,7 @@ def _write(result: FitResult, path: Path, *, optimizer, rng) -> Path:
                     tensors[f"optim.{pid}.{key}"] = value.detach().cpu().contiguous()
         meta["optimizer_groups"] = opt["param_groups"]
         meta["optimizer_state_keys"] = {str(pid): sorted(st) for pid, st in opt["state"].items()}
-        tensors["rng.torch"] = rng["torch"]
-        tensors["rng.order"] = rng["order"]
+        tensors.update({f"rng.{k}": v for k, v in rng.items()})
     file = _fit_file(path)
     file.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(meta, default=_json_default)
@@ -686,7 +718,7 @@ def _read(path: Path) -> dict[str, Any]:
         for pid, keys in meta["optimizer_state_keys"].items():
             st[int(pid)] = {key: tensors[f"optim.{pid}.{key}"] for key in keys}
         optimizer = {"state": st, "param_groups": meta["optimizer_groups"]}
-    rng = {"torch": tensors.get("rng.torch"), "order": tensors.get("rng.order")}
+    rng = {k: tensors.get(f"rng.{k}") for k in ("torch", "order", "cuda")}
     return {"meta": meta, "state": state, "params": params, "optimizer": optimizer, "rng": rng}
 
 

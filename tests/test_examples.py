@@ -1,0 +1,39 @@
+"""Every example script runs end to end with tiny arguments."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+#: Tiny arguments per example (each must finish in seconds with them).
+TINY = {
+    "digits_vae.py": ["--epochs", "2"],
+    "linear_vs_vae.py": ["--n", "200", "--epochs", "2"],
+    "model_comparison.py": ["--epochs", "1", "--num-samples", "10"],
+    "ibp_bars.py": ["--n", "100", "--epochs", "2", "--restarts", "1"],
+    "prior_comparison.py": ["--epochs", "1"],
+}
+
+
+def test_every_example_has_tiny_arguments():
+    scripts = sorted(p.name for p in EXAMPLES.glob("*.py"))
+    assert scripts, "no examples found"
+    missing = [s for s in scripts if s not in TINY]
+    assert not missing, f"add tiny arguments for {missing} to TINY"
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in EXAMPLES.glob("*.py")))
+def test_example_runs(script, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *TINY.get(script, [])],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip(), "an example prints its results"
