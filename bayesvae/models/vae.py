@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from bayesvae._registry import build, register
-from bayesvae.models.likelihoods import X, Likelihood
+from bayesvae.models.likelihoods import Likelihood, X
 from bayesvae.models.priors import Prior
 
 __all__ = ["VAE", "data_plate"]
@@ -101,6 +101,8 @@ class VAE(nn.Module):
         if not isinstance(decoder, nn.Module):
             raise TypeError(f"decoder must be a torch nn.Module, got {type(decoder).__name__}")
         out = getattr(decoder, "out_features", None)
+        if data_dim is None:  # a likelihood with per-feature parameters knows its width
+            data_dim = getattr(likelihood, "data_dim", None)
         if data_dim is None:
             if out is None:
                 raise ValueError("pass data_dim= when the decoder has no out_features attribute")
