@@ -79,7 +79,7 @@ class _BernoulliLogits(dist.Bernoulli):
         if value.shape != logits.shape:  # e.g. vectorized particles: (P, B, d) vs (B, d)
             shape = torch.broadcast_shapes(value.shape, logits.shape)
             logits, value = logits.expand(shape), value.expand(shape)
-        return -F.binary_cross_entropy_with_logits(logits, value, reduction="none")
+        return F.binary_cross_entropy_with_logits(logits, value, reduction="none").neg_()
 
 
 @register

@@ -1,0 +1,223 @@
+r"""The importance-weighted estimate of the marginal likelihood :math:`\log p(x)`, per data point."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import torch
+
+from bayesvae.evaluation._inputs import check_positive_int, prepare, resolve
+from bayesvae.evaluation._traces import (
+    DATA_PLATE,
+    GlobalDraw,
+    TraceScorer,
+    evaluation_mode,
+    iter_importance_chunks,
+    seeded,
+)
+
+__all__ = ["MarginalLikelihood", "log_marginal_likelihood", "iwae_kernel"]
+
+
+@dataclass(frozen=True)
+class MarginalLikelihood:
+    r"""Per-point importance-weighted estimates of :math:`\log p(x_n)`.
+
+    Attributes
+    ----------
+    per_point : Tensor of shape (N,)
+        :math:`\log \hat p(x_n) = \log \frac1K \sum_k w_{nk}` with the global share included
+        (see :func:`log_marginal_likelihood`).
+    mean : float
+        Mean of ``per_point``: the estimate per data point of the data set's bound.
+    se : float
+        Standard error of ``mean`` over data points, ``std(per_point, ddof=1) / sqrt(N)``:
+        the uncertainty from which points were drawn (the Monte Carlo error of each point's
+        estimate is far smaller for large ``K`` and is not included).
+    elbo : Tensor of shape (N,)
+        :math:`\frac1K \sum_k \log w_{nk}`, the ELBO per point on the *same* draws; never
+        larger than ``per_point`` (Jensen), equal when ``K = 1``.
+    ess : Tensor of shape (N,)
+        Effective sample size :math:`(\sum_k w_{nk})^2 / \sum_k w_{nk}^2` of each point's
+        weights, in ``[1, K]``; small values flag a poor proposal.
+    global_log_weight : float
+        :math:`\log p(g) - \log q(g)` of the one global draw (0 without global sites); its
+        share ``global_log_weight / N`` is in every ``per_point`` value.
+    num_samples : int
+        :math:`K`.
+    """
+
+    per_point: torch.Tensor
+    mean: float
+    se: float
+    elbo: torch.Tensor
+    ess: torch.Tensor
+    global_log_weight: float
+    num_samples: int
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per point: ``log_px``, ``elbo``, ``ess``."""
+        return pd.DataFrame(
+            {
+                "log_px": self.per_point.double().cpu().numpy(),
+                "elbo": self.elbo.double().cpu().numpy(),
+                "ess": self.ess.double().cpu().numpy(),
+            }
+        )
+
+
+def iwae_kernel(
+    scorer: TraceScorer,
+    num_samples: int,
+    draw: GlobalDraw,
+    *,
+    chunk_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""Stream the per-point IWAE over blocks; returns ``(log_mean_w, mean_log_w, ess)``, each (N,).
+
+    Only the *local* weights are accumulated (a running ``logsumexp`` per point), so memory
+    is :math:`O(N)` plus one block; the global share is added by the caller.
+    """
+    n = scorer.num_data
+    lse = scorer.full(n, -math.inf)
+    lse2 = scorer.full(n, -math.inf)
+    total = scorer.zeros(n)
+    for _, chunk in iter_importance_chunks(scorer, num_samples, draw, chunk_size=chunk_size):
+        lw = chunk.local_log_weights
+        rows = chunk.rows
+        lse[rows] = torch.logaddexp(lse[rows], torch.logsumexp(lw, 0))
+        lse2[rows] = torch.logaddexp(lse2[rows], torch.logsumexp(2 * lw, 0))
+        total[rows] += lw.sum(0)
+    log_mean = lse - math.log(num_samples)
+    ess = torch.exp(2 * lse - lse2)
+    return log_mean, total / num_samples, ess
+
+
+def log_marginal_likelihood(
+    fit: Any,
+    x: Any,
+    *,
+    num_samples: int = 1000,
+    seed: int | None = 0,
+    groups: Any = None,
+    chunk_size: int | None = None,
+    vectorize: bool | None = None,
+) -> MarginalLikelihood:
+    r"""Importance-weighted estimate of :math:`\log p(x_n)` for every data point.
+
+    .. math::
+
+        \log \hat p(x_n) = \log \frac1K \sum_{k=1}^K
+            \frac{p(x_n, z_{nk} \mid g)}{q(z_{nk} \mid x_n, g)}
+            + \frac1N \log \frac{p(g)}{q(g)},
+        \qquad z_{nk} \sim q(z \mid x_n, g),\; g \sim q(g),
+
+    the IWAE bound of Burda et al. [1]_ with the guide as proposal: an estimate whose
+    expectation is a lower bound on :math:`\log p(x_n)` that rises with :math:`K` and reaches
+    it as :math:`K \to \infty` (for a proposal whose support covers the posterior's) [1]_.
+    Global sites :math:`g` are drawn once from their guide and shared by all points and
+    samples; their log weight enters as the per-point share :math:`\frac1N \log p(g)/q(g)`,
+    so the per-point values sum to the data-set bound of :mod:`bayesvae.evaluation._traces`
+    (a model without global sites has no such term, and each point's value is its own IWAE).
+
+    Parameters
+    ----------
+    fit : FitResult or (model, guide)
+        A fitted model and guide (the package's, or hand-written Pyro functions).
+    x : Tensor, ndarray or DataFrame of shape (N, d)
+        Data (validated against the model's likelihood).
+    num_samples : int, default 1000
+        :math:`K`, importance samples per point.
+    seed : int or None, default 0
+        Seed for the draws (the global RNG state is restored); ``None`` uses the current stream.
+    groups : array-like of int, optional
+        Group labels, for priors that use them.
+    chunk_size : int, optional
+        Largest number of (sample, point) pairs evaluated at once
+        (:func:`~bayesvae.evaluation._traces.default_chunk_size` by default).
+    vectorize : bool or None
+        Draw samples in a particle plate (``None``: try, then fall back to a loop).
+
+    Returns
+    -------
+    MarginalLikelihood
+        Per-point values, their mean and standard error, the ELBO and effective sample size
+        on the same draws.
+
+    Notes
+    -----
+    Weights are combined with ``logsumexp`` in blocks of at most ``chunk_size`` pairs, so
+    memory does not grow with :math:`K`: what is kept is :math:`O(N)` running sums plus one
+    block of decoder outputs. For :math:`K = 5000` on :math:`N = 10\,000` points of the
+    784-400-20 VAE the default blocks are 5000 samples × 2 points, and the peak memory of
+    the call was measured at about 92 MiB above the process's resident size (CPU, float32,
+    ``benchmarks/evaluation_throughput.py --num-samples 5000``; it does not grow with N
+    beyond the O(N) running sums); the (K, N) weight array that a naive implementation
+    builds would alone take 200 MB in float32. ``chunk_size`` trades memory for speed.
+
+    .. warning::
+
+        Pyro's ``RenyiELBO`` (:math:`\alpha = 0`) is not this estimate for models with global
+        latents or a subsampled data plate: it uses scaled log-probabilities and whole-trace
+        weights. The per-point weights here use unscaled ``log_prob`` of each site.
+
+    References
+    ----------
+    .. [1] Y. Burda, R. Grosse and R. Salakhutdinov, "Importance Weighted Autoencoders",
+       ICLR 2016, arXiv:1509.00519, eq. (8) and Theorem 1.
+
+    Examples
+    --------
+    >>> import torch, bayesvae
+    >>> from bayesvae.evaluation import log_marginal_likelihood
+    >>> model = bayesvae.VAE(prior=bayesvae.GaussianPrior(2), likelihood=bayesvae.Gaussian(scale=1.0),
+    ...                      decoder=bayesvae.MLP(2, 5))
+    >>> guide = bayesvae.AmortizedGuide(model, hidden=(8,))
+    >>> result = log_marginal_likelihood((model, guide), torch.randn(10, 5), num_samples=50)
+    >>> result.per_point.shape
+    torch.Size([10])
+    """
+    model, guide = resolve(fit)
+    check_positive_int("num_samples", num_samples)
+    if chunk_size is not None:
+        check_positive_int("chunk_size", chunk_size)
+    xt, g = prepare(model, guide, x, groups)
+    return _log_marginal_likelihood(
+        model, guide, xt, g, num_samples=num_samples, seed=seed, chunk_size=chunk_size, vectorize=vectorize
+    )
+
+
+def _log_marginal_likelihood(
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    groups: torch.Tensor | None,
+    *,
+    num_samples: int,
+    seed: int | None,
+    chunk_size: int | None,
+    vectorize: bool | None,
+    data_plate: str = DATA_PLATE,
+) -> MarginalLikelihood:
+    with torch.no_grad(), evaluation_mode(model, guide), seeded(seed, x.device):
+        scorer = TraceScorer(model, guide, x, groups=groups, vectorize=vectorize, data_plate=data_plate)
+        draw = scorer.draw_globals()
+        log_mean, mean_log, ess = iwae_kernel(scorer, num_samples, draw, chunk_size=chunk_size)
+    share = draw.log_weight / scorer.num_data
+    per_point = log_mean + share
+    elbo = mean_log + share
+    n = per_point.shape[0]
+    se = float(per_point.double().std(unbiased=True)) / math.sqrt(n) if n > 1 else math.nan
+    return MarginalLikelihood(
+        per_point=per_point,
+        mean=float(per_point.double().mean()),
+        se=se,
+        elbo=elbo,
+        ess=ess,
+        global_log_weight=float(draw.log_weight),
+        num_samples=num_samples,
+    )
