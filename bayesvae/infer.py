@@ -45,6 +45,7 @@ from bayesvae._distributed import Replicas
 from bayesvae.data import DataInfo, as_groups, as_tensor, resolve_device
 from bayesvae.guides.meanfield import MeanFieldGuide
 from bayesvae.models.vae import VAE
+from bayesvae.objectives import IWAE_ELBO
 
 __all__ = [
     "fit",
@@ -61,7 +62,8 @@ logger = logging.getLogger(__name__)
 
 #: Objectives by name: ``"trace"`` is Monte Carlo throughout; ``"meanfield"`` uses the
 #: analytic KL(q || p) at every site where one is registered (Monte Carlo elsewhere).
-ELBOS: dict[str, type] = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
+#: ``"iwae"``: the importance-weighted bound with ``num_particles`` samples per point.
+ELBOS: dict[str, type] = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO, "iwae": IWAE_ELBO}
 
 FORMAT = "bayesvae-fit"
 FORMAT_VERSION = 1
@@ -195,6 +197,8 @@ def make_elbo(elbo: str | Any, *, num_particles: int = 1, model: Any = None) -> 
         raise ValueError(f"unknown elbo {elbo!r}; choose one of {sorted(ELBOS)}")
     if not isinstance(num_particles, int) or num_particles < 1:
         raise ValueError(f"num_particles must be a positive int, got {num_particles!r}")
+    if elbo == "iwae":
+        return IWAE_ELBO(num_particles)
     kw: dict[str, Any] = {"num_particles": num_particles}
     if isinstance(model, VAE):
         # The package's models nest exactly one plate, so particles can be vectorized.
@@ -301,9 +305,11 @@ def fit(
         not accept ``num_data`` can only be fitted with ``batch_size=None`` (full batch).
     data : Tensor, ndarray, DataFrame or Dataset of shape (N, d)
         Training data, validated once (finite, numeric, in the likelihood's support).
-    elbo : {"trace", "meanfield"} or ELBO object
+    elbo : {"trace", "meanfield", "iwae"} or ELBO object
         ``"trace"``: ``Trace_ELBO`` (Monte Carlo). ``"meanfield"``: ``TraceMeanField_ELBO``
         (analytic KL where torch registers one; valid only for fully factorized guides).
+        ``"iwae"``: :class:`~bayesvae.objectives.IWAE_ELBO`, the importance-weighted bound
+        per data point with ``num_particles`` samples each (global latents drawn once).
     epochs : int
         Passes over the data.
     batch_size : int or None

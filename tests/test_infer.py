@@ -283,7 +283,7 @@ def test_width_mismatch_names_both_numbers(digits):
 
 def test_unknown_names_list_the_choices(digits):
     model, guide = _vae()
-    with pytest.raises(ValueError, match=r"unknown elbo 'tracee'; choose one of \['meanfield', 'trace'\]"):
+    with pytest.raises(ValueError, match=r"unknown elbo 'tracee'; choose one of \['iwae', 'meanfield', 'trace'\]"):
         bv.fit(model, guide, digits.x, elbo="tracee")
     with pytest.raises(ValueError, match=r"unknown device 'tpu'; choose one of \['cpu', 'cuda'\]"):
         bv.fit(model, guide, digits.x, device="tpu")
