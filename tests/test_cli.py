@@ -62,3 +62,29 @@ def test_errors_are_reported_with_choices(tmp_path, capsys):
 def test_console_script_entry_point():
     result = subprocess.run([sys.executable, "-m", "bayesvae.cli", "--help"], capture_output=True, text=True, check=True)
     assert "fit" in result.stdout and "evaluate" in result.stdout and "report" in result.stdout
+
+
+def test_evaluate_and_compare_on_the_held_out_split(tmp_path, capsys):
+    runs = []
+    for latent in (3, 1):
+        out = tmp_path / f"z{latent}"
+        assert main(["fit", "--latent-dim", str(latent), "--hidden", "16", "--epochs", "3", "--out", str(out), "--quiet"]) == 0
+        runs.append(str(out))
+    capsys.readouterr()
+    assert main(["evaluate", runs[0], "--num-samples", "20", "--out", str(tmp_path / "ev")]) == 0
+    text = capsys.readouterr().out
+    assert "log_px" in text and "log_px_se" in text
+    assert (tmp_path / "ev" / "evaluation.csv").exists() and (tmp_path / "ev" / "evaluation.md").exists()
+    assert main(["compare", *runs, "--num-samples", "20", "--out", str(tmp_path / "cmp")]) == 0
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
+    assert list(table["rank"]) == [1, 2]
+    assert {"log_px", "log_px_se", "d_se"} <= set(table.columns)
+    # a run fitted on all rows has no held-out split to evaluate on
+    full = tmp_path / "full"
+    assert main(["fit", "--latent-dim", "1", "--hidden", "8", "--epochs", "1", "--validation-fraction", "0", "--out", str(full), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(full), "--num-samples", "5"]) == 2
+    assert "no held-out split" in capsys.readouterr().err
+    assert main(["evaluate", str(full), "--num-samples", "5", "--split", "all"]) == 0
