@@ -48,7 +48,7 @@ class Replicas:
 
     @property
     def is_main(self) -> bool:
-        """Rank 0 writes checkpoints, evaluates validation data and runs callbacks."""
+        """Rank 0 writes checkpoints and evaluates validation data."""
         return self.rank == 0
 
     def shard(self, index: torch.Tensor) -> torch.Tensor:

@@ -335,16 +335,16 @@ def fit(
         Continue from ``checkpoint`` when it exists (bit-identical on CPU to an uninterrupted
         fit with the same arguments).
     callback : callable, optional
-        Called after each epoch with that epoch's history record (on rank 0 only when
-        distributed).
+        Called after each epoch with that epoch's history record, before the checkpoint
+        is written, on every process when distributed (so it may update state the next
+        epoch uses, e.g. ``callback=model.prior.anneal`` for an annealed temperature).
     distributed : bool
         Data-parallel over ``torch.distributed`` processes (launch the script with
         ``torchrun --nproc_per_node=P``; the process group is initialized from torchrun's
         environment when needed). Each process takes every P-th row of each minibatch and
         the gradients are averaged by one all-reduce per step, so the update equals the
         single-process update of the whole minibatch in expectation (exactly, for a
-        deterministic loss). Rank 0 writes checkpoints, scores validation data and runs
-        the callback. Set ``torch.set_num_threads`` so that P processes do not oversubscribe
+        deterministic loss). Rank 0 writes checkpoints and scores validation data. Set ``torch.set_num_threads`` so that P processes do not oversubscribe
         the cores.
 
     Returns
@@ -517,15 +517,15 @@ def fit(
             record["val_elbo"] = _elbo_per_point(objective, model_fn, guide_fn, xv, gv)
         record["seconds"] = elapsed
         history.append(record)
-        if not replicas.is_main:
-            continue
-        if ckpt is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
+        # The callback may update state that the next epoch uses (e.g. an annealed
+        # temperature): run it on every replica, and before the checkpoint captures the state.
+        if callback is not None:
+            callback(dict(record))
+        if replicas.is_main and ckpt is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
             rng = {"torch": torch.get_rng_state(), "order": order.get_state()}
             if dev.type == "cuda":
                 rng["cuda"] = torch.cuda.get_rng_state(dev)
             _write(result(), ckpt, optimizer=optimizer, rng=rng)
-        if callback is not None:
-            callback(dict(record))
     return result()
 
 
