@@ -16,8 +16,8 @@ TINY = {
     "digits_vae.py": ["--epochs", "2"],
     "linear_vs_vae.py": ["--n", "200", "--epochs", "2"],
     "model_comparison.py": ["--epochs", "1", "--num-samples", "10"],
-    "ibp_bars.py": ["--n", "100", "--epochs", "2", "--restarts", "1"],
-    "prior_comparison.py": ["--epochs", "1"],
+    "ibp_bars.py": ["--n", "50", "--epochs", "1", "--restarts", "1"],
+    "prior_comparison.py": ["--epochs", "1", "--samples", "10", "--rows", "300"],
 }
 
 

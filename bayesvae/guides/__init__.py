@@ -13,3 +13,11 @@ __all__ = [
     "HEADS",
     "register_head",
 ]
+
+from bayesvae.guides.linear import ExactPosteriorGuide  # noqa: E402
+
+__all__ += ["ExactPosteriorGuide"]
+
+from bayesvae.guides.ibp import IndicatorHead  # noqa: E402  (registers the IBP indicator head)
+
+__all__ += ["IndicatorHead"]

@@ -105,7 +105,10 @@ class AmortizedGuide(nn.Module):
 
     def _head(self, site, h: torch.Tensor, values: dict[str, torch.Tensor]):
         if site.conditions_on:
-            h = torch.cat([h, *(values[c] for c in site.conditions_on)], dim=-1)
+            # conditioning values may carry leading particle dims (vectorized particles)
+            parts = [h, *(values[c] for c in site.conditions_on)]
+            batch = torch.broadcast_shapes(*(p.shape[:-1] for p in parts))
+            h = torch.cat([p.expand(*batch, p.shape[-1]) for p in parts], dim=-1)
         return self.heads[site.name](h)
 
     def posterior(self, x: torch.Tensor) -> dict[str, dist.TorchDistribution]:
