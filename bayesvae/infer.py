@@ -337,7 +337,8 @@ def fit(
     callback : callable, optional
         Called after each epoch with that epoch's history record, before the checkpoint
         is written, on every process when distributed (so it may update state the next
-        epoch uses, e.g. ``callback=model.prior.anneal`` for an annealed temperature).
+        epoch uses). Parts of the model or guide with an ``anneal(record)`` method (the
+        IBP prior's temperature schedule) are advanced the same way automatically.
     distributed : bool
         Data-parallel over ``torch.distributed`` processes (launch the script with
         ``torchrun --nproc_per_node=P``; the process group is initialized from torchrun's
@@ -451,6 +452,9 @@ def fit(
     elapsed = float(history[-1]["seconds"]) if history else 0.0
     optimizer: torch.optim.Optimizer | None = None
     param_list: list[torch.Tensor] = []
+    schedules = [
+        sub.anneal for m in _modules(model, guide) for sub in m.modules() if callable(getattr(sub, "anneal", None))
+    ]
 
     def result() -> FitResult:
         return FitResult(
@@ -517,8 +521,10 @@ def fit(
             record["val_elbo"] = _elbo_per_point(objective, model_fn, guide_fn, xv, gv)
         record["seconds"] = elapsed
         history.append(record)
-        # The callback may update state that the next epoch uses (e.g. an annealed
-        # temperature): run it on every replica, and before the checkpoint captures the state.
+        # Schedules and the callback may update state that the next epoch uses (e.g. an
+        # annealed temperature): run them on every replica, before the checkpoint.
+        for hook in schedules:
+            hook(dict(record))
         if callback is not None:
             callback(dict(record))
         if replicas.is_main and ckpt is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):

@@ -72,13 +72,10 @@ Temperature annealing
 ---------------------
 The relaxed estimators hold a :class:`TemperatureSchedule`,
 :math:`T_t = \max(T_{\min}, T_0 e^{-r t})` with :math:`t` the number of completed epochs,
-kept in a buffer (saved with the model). :func:`bayesvae.fit` advances it when given
-``callback=model.prior.anneal`` (which takes fit's per-epoch record).
-
-.. warning:: ``fit`` writes its checkpoint before it runs the callback, so a checkpoint
-   holds the temperature of the epoch before and a resumed fit runs one epoch behind the
-   schedule (not bit-identical to an uninterrupted one; ``tests/test_ibp.py`` has the
-   check, marked as an expected failure).
+kept in a buffer (saved with the model). :func:`bayesvae.fit` advances it after every
+epoch by calling :meth:`IBPPrior.anneal` (fit calls the ``anneal`` method of every part
+that has one, on every replica, before writing a checkpoint), so a resumed fit continues
+the schedule bit-identically on CPU.
 
 References
 ----------
@@ -520,7 +517,7 @@ class IBPPrior(Prior):
     def anneal(self, record: Mapping[str, Any] | int) -> None:
         """Set the temperature schedule to ``record["epoch"]`` completed epochs.
 
-        Pass it as ``fit(..., callback=model.prior.anneal)``; an int sets the epoch directly.
+        :func:`bayesvae.fit` calls it after every epoch; an int sets the epoch directly.
         A no-op for an estimator without a schedule.
         """
         epoch = record["epoch"] if isinstance(record, Mapping) else record
