@@ -22,38 +22,21 @@ logger = logging.getLogger("bayesvae")
 # Names at the CLI boundary -> objects
 
 
-def _gaussian_prior(args: argparse.Namespace):
-    from bayesvae.models import GaussianPrior
-
-    return GaussianPrior(args.latent_dim)
-
-
-def _optional(module: str, name: str) -> Callable[[argparse.Namespace], Any] | None:
-    """A prior builder from an optional module, when that module provides it."""
-    import importlib
-
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        return None
-    return cls
-
-
 def _priors() -> dict[str, Callable[[argparse.Namespace], Any]]:
-    table: dict[str, Callable[[argparse.Namespace], Any]] = {"gaussian": _gaussian_prior}
-    ibp = _optional("bayesvae.models", "IBPPrior")
-    if ibp is not None:
-        table["ibp"] = lambda a: ibp(alpha=a.alpha, truncation=a.latent_dim)
-    ard = _optional("bayesvae.models", "ARDPrior")
-    if ard is not None:
-        table["ard"] = lambda a: ard(a.latent_dim)
-    mix = _optional("bayesvae.models", "MixturePrior")
-    if mix is not None:
-        table["mixture"] = lambda a: mix(a.latent_dim, num_components=a.components)
-    return table
+    """Prior builders by CLI name (group priors need per-row labels: use the Python API)."""
+    from bayesvae import models
+
+    return {
+        "gaussian": lambda a: models.GaussianPrior(a.latent_dim),
+        "ibp": lambda a: models.IBPPrior(a.alpha, truncation=a.latent_dim),
+        "ibp-weighted": lambda a: models.IBPPrior(a.alpha, truncation=a.latent_dim, weighted=True),
+        "ard": lambda a: models.ARDPrior(a.latent_dim, width=a.ard_width),
+        "two-level": lambda a: models.HierarchicalLatentPrior(dims=(max(1, a.latent_dim // 2), a.latent_dim)),
+        "mixture": lambda a: models.MixturePrior(a.latent_dim, components=a.components),
+    }
 
 
-PRIORS = ("gaussian", "ibp", "ard", "mixture")
+PRIORS = ("gaussian", "ibp", "ibp-weighted", "ard", "two-level", "mixture")
 
 
 def _likelihoods(data_dim: int) -> dict[str, Callable[[], Any]]:
@@ -122,10 +105,16 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     else:
         train, valid = data, None
     torch.manual_seed(args.seed)
-    prior = _choose("prior", args.prior, _priors())(args)
     likelihood = _choose("likelihood", args.likelihood, _likelihoods(train.d))()
     hidden = tuple(args.hidden)
-    decoder = bv.MLP(prior.latent_dim, likelihood.num_outputs(train.d), hidden=hidden[::-1], activation=args.activation)
+    outputs = likelihood.num_outputs(train.d)
+    # ARD puts the relevance on the decoder's first-layer weights: that layer lives in the prior
+    args.ard_width = hidden[-1] if hidden else outputs
+    prior = _choose("prior", args.prior, _priors())(args)
+    if args.prior == "ard":
+        decoder = bv.ARDDecoder(args.ard_width, outputs if hidden else None, hidden=hidden[::-1][1:], activation=args.activation)
+    else:
+        decoder = bv.MLP(prior.latent_dim, outputs, hidden=hidden[::-1], activation=args.activation)
     model = bv.VAE(prior=prior, likelihood=likelihood, decoder=decoder)
     guide = bv.AmortizedGuide(model, hidden=hidden, activation=args.activation)
     out = Path(args.out)
@@ -268,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--prior", default="gaussian", help=f"prior p(z), one of {list(PRIORS)} (default: gaussian)")
     p.add_argument("--likelihood", default="bernoulli", help=f"observation model p(x|z), one of {list(LIKELIHOODS)} (default: bernoulli)")
-    p.add_argument("--latent-dim", type=int, default=8, help="latent dimension (IBP: truncation level) (default: 8)")
+    p.add_argument("--latent-dim", type=int, default=8, help="latent dimension (IBP: truncation level; two-level: bottom layer, the top has half) (default: 8)")
     p.add_argument("--hidden", type=int, nargs="*", default=[128], help="encoder hidden widths; the decoder mirrors them (default: 128)")
     p.add_argument("--activation", default="relu", help="hidden-layer nonlinearity (default: relu)")
     p.add_argument("--alpha", type=float, default=2.0, help="IBP concentration alpha (default: 2)")

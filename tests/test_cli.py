@@ -88,3 +88,16 @@ def test_evaluate_and_compare_on_the_held_out_split(tmp_path, capsys):
     assert main(["evaluate", str(full), "--num-samples", "5"]) == 2
     assert "no held-out split" in capsys.readouterr().err
     assert main(["evaluate", str(full), "--num-samples", "5", "--split", "all"]) == 0
+
+
+@pytest.mark.parametrize("prior", ["gaussian", "ibp", "ibp-weighted", "ard", "two-level", "mixture"])
+def test_fit_every_prior_from_the_command_line(prior, tmp_path):
+    from bayesvae.cli import PRIORS
+
+    assert prior in PRIORS
+    out = tmp_path / prior
+    assert main(["fit", "--prior", prior, "--latent-dim", "4", "--hidden", "16", "--epochs", "2", "--out", str(out), "--quiet"]) == 0
+    import bayesvae as bv
+
+    fit = bv.load(out)
+    assert len(fit.history) == 2 and fit.history["elbo"].notna().all()
