@@ -101,7 +101,7 @@ def test_torchrun_launch(tmp_path):
             print("ELBO", fit.history["elbo"].iloc[0], fit.history["elbo"].iloc[-1])
     """))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", str(script)],
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)],
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     first, last = map(float, result.stdout.split("ELBO")[1].split())
