@@ -14,6 +14,7 @@ family the guide builds for it.
 
 from __future__ import annotations
 
+import math
 from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -22,10 +23,11 @@ import pyro
 import pyro.distributions as dist
 import torch
 from torch import nn
+from torch.distributions import Independent, Normal, kl_divergence, register_kl
 
 from bayesvae._registry import register
 
-__all__ = ["Prior", "GlobalSite", "LocalSite", "GaussianPrior", "Z"]
+__all__ = ["Prior", "GlobalSite", "LocalSite", "GaussianPrior", "StandardNormal", "Z"]
 
 #: Name of the Gaussian latent site.
 Z = "z"
@@ -129,6 +131,51 @@ class Prior(nn.Module, metaclass=ABCMeta):
         """JSON-serializable constructor arguments, with ``"type"``."""
 
 
+class StandardNormal(dist.Independent):
+    r""":math:`\mathcal N(0, I_L)` per batch element: ``Normal(0, 1).to_event(1)`` with cheap arithmetic.
+
+    The same distribution as the generic one (a subclass of ``Independent(Normal)``), with
+    :math:`\log p(z) = -\tfrac12 \lVert z\rVert^2 - \tfrac L2 \log 2\pi` written directly and the
+    KL from a diagonal Gaussian registered in closed form,
+
+    .. math:: \mathrm{KL}(\mathcal N(\mu, \mathrm{diag}\,\sigma^2) \,\|\, \mathcal N(0, I))
+        = \tfrac12 \sum_l (\mu_l^2 + \sigma_l^2 - 1 - 2 \log \sigma_l)
+
+    (Kingma & Welling 2014, App. B) -- fewer tensor operations per training step than the
+    generic Normal--Normal KL against expanded zeros and ones.
+    """
+
+    def __init__(self, batch_size: int, latent_dim: int, *, like: torch.Tensor, validate_args=None) -> None:
+        zero = like.new_zeros(()).expand(batch_size, latent_dim)
+        super().__init__(dist.Normal(zero, zero + 1.0), 1, validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(StandardNormal, _instance)
+        batch_shape = torch.Size(batch_shape)
+        new.base_dist = self.base_dist.expand(batch_shape + self.event_shape)
+        new.reinterpreted_batch_ndims = 1
+        super(Independent, new).__init__(batch_shape, self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        dim = value.shape[-1]
+        out = value.pow(2).sum(-1).mul(-0.5) - 0.5 * dim * math.log(2 * math.pi)
+        shape = torch.broadcast_shapes(out.shape, self.batch_shape)
+        return out.expand(shape) if out.shape != shape else out
+
+
+@register_kl(Independent, StandardNormal)
+def _kl_diagonal_standard(q: Independent, p: StandardNormal) -> torch.Tensor:
+    if not isinstance(q.base_dist, Normal) or q.reinterpreted_batch_ndims != 1:
+        # anything else: the generic rule for Independent pairs
+        return kl_divergence(q.base_dist, p.base_dist).sum(-1)
+    loc, scale = q.base_dist.loc, q.base_dist.scale
+    return 0.5 * (loc.pow(2) + scale.pow(2) - 1.0).sum(-1) - scale.log().sum(-1)
+
+
 def _check_positive_int(name: str, value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -163,9 +210,7 @@ class GaussianPrior(Prior):
         return (LocalSite(Z, self.latent_dim, "normal"),)
 
     def sample_locals(self, batch_size, globals_, *, like, groups=None):
-        zero = like.new_zeros(()).expand(batch_size, self.latent_dim)
-        one = like.new_ones(()).expand(batch_size, self.latent_dim)
-        return {Z: pyro.sample(Z, dist.Normal(zero, one).to_event(1))}
+        return {Z: pyro.sample(Z, StandardNormal(batch_size, self.latent_dim, like=like))}
 
     def to_config(self) -> dict[str, Any]:
         return {"type": "GaussianPrior", "latent_dim": self.latent_dim}
