@@ -116,7 +116,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     else:
         decoder = bv.MLP(prior.latent_dim, outputs, hidden=hidden[::-1], activation=args.activation)
     model = bv.VAE(prior=prior, likelihood=likelihood, decoder=decoder)
-    guide = bv.AmortizedGuide(model, hidden=hidden, activation=args.activation)
+    guide = bv.AmortizedGuide(model, hidden=hidden, activation=args.activation, flows=args.flows)
     out = Path(args.out)
     bar = tqdm(total=args.epochs, desc="fit", unit="epoch", disable=args.quiet)
 
@@ -263,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activation", default="relu", help="hidden-layer nonlinearity (default: relu)")
     p.add_argument("--alpha", type=float, default=2.0, help="IBP concentration alpha (default: 2)")
     p.add_argument("--components", type=int, default=10, help="mixture prior components (default: 10)")
-    p.add_argument("--elbo", choices=("trace", "meanfield"), default="meanfield", help="Trace_ELBO (Monte Carlo) or TraceMeanField_ELBO (analytic KL) (default: meanfield)")
+    p.add_argument("--elbo", choices=("trace", "meanfield", "iwae"), default="meanfield", help="Trace_ELBO (Monte Carlo), TraceMeanField_ELBO (analytic KL) or the importance-weighted bound with --num-particles samples (default: meanfield)")
+    p.add_argument("--flows", type=int, default=0, help="inverse autoregressive flow maps on the encoder's Gaussian (a richer q(z|x)) (default: 0)")
     p.add_argument("--epochs", type=int, default=50, help="passes over the data (default: 50)")
     p.add_argument("--batch-size", type=int, default=128, help="minibatch size (default: 128)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")

@@ -688,11 +688,21 @@ def _write(result: FitResult, path: Path, *, optimizer, rng) -> Path:
     return path
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def _atomic(target: Path, write: Callable[[str], Any]) -> None:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; a saved fit is a normal file
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
