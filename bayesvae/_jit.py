@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -11,6 +12,8 @@ import torch
 from torch import nn
 
 __all__ = ["CompiledLoss"]
+
+logger = logging.getLogger(__name__)
 
 try:  # torch >= 2.0
     from torch.nn.utils.stateless import _reparametrize_module
@@ -44,6 +47,7 @@ class CompiledLoss:
         self.names = [[name for name, _ in m.named_parameters()] for m in self.modules]
         self.params = [p for m in self.modules for _, p in m.named_parameters()]
         self.cache: dict[Any, Any] = {}
+        self.failed = False
 
     def _buffers_key(self) -> tuple:
         values = []
@@ -63,14 +67,25 @@ class CompiledLoss:
 
     def __call__(self, x: torch.Tensor, index: torch.Tensor, groups: torch.Tensor | None, num_data: int) -> torch.Tensor:
         key = (tuple(x.shape), None if groups is None else tuple(groups.shape), num_data, self._buffers_key())
+        if self.failed:
+            return self.loss(x, index, groups, num_data)
         fn = self.cache.get(key)
         if fn is None:
             if len(self.cache) > 16:  # e.g. a buffer that changes every step: stop caching
                 self.cache.clear()
-            fn = self._trace(x, index, groups, num_data)
+            try:
+                fn = self._trace(x, index, groups, num_data)
+            except Exception as exc:  # noqa: BLE001 - any tracing failure means: run eagerly
+                logger.warning("could not trace the training step (%s); running it eagerly", exc)
+                self.failed = True
+                return self.loss(x, index, groups, num_data)
             self.cache[key] = fn
         extra = () if groups is None else (groups,)
-        return fn(x, index, *extra, *self.params)
+        # Without the graph executor's optimization passes, a replay is the same arithmetic on
+        # its first call as on its hundredth (the passes kick in after a few profiled runs and
+        # may reassociate floating point), so a resumed fit stays bit-identical.
+        with torch.jit.optimized_execution(False):
+            return fn(x, index, *extra, *self.params)
 
     def _trace(self, x, index, groups, num_data):
         has_groups = groups is not None

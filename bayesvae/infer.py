@@ -16,6 +16,7 @@ run with it off, because the data were validated once at the boundary (see
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import json
@@ -282,7 +283,7 @@ def fit(
     resume: bool = False,
     callback: Callable[[dict[str, float]], None] | None = None,
     distributed: bool = False,
-    jit: bool = False,
+    jit: bool | None = None,
 ) -> FitResult:
     r"""Fit a model and guide by stochastic variational inference.
 
@@ -340,12 +341,15 @@ def fit(
         is written, on every process when distributed (so it may update state the next
         epoch uses). Parts of the model or guide with an ``anneal(record)`` method (the
         IBP prior's temperature schedule) are advanced the same way automatically.
-    jit : bool
+    jit : bool or None
         Trace each training step's loss with ``torch.jit.trace`` once per batch shape and
         replay it (:class:`~bayesvae._jit.CompiledLoss`): removes Pyro's per-step Python
         overhead (about half a millisecond a step on CPU; see ``benchmarks/``) with the same
-        numbers for the same seed. For the package's models (static structure); not for
-        hand-written functions that create ``pyro.param`` sites.
+        numbers for the same seed. ``None`` (default): on exactly when every part of model
+        and guide is one of the package's components (their tracing is tested) and the
+        objective is one of :data:`ELBOS`; ``False`` for models with data-dependent Python
+        control flow in your own modules. Not for hand-written functions that create
+        ``pyro.param`` sites.
     distributed : bool
         Data-parallel over ``torch.distributed`` processes (launch the script with
         ``torchrun --nproc_per_node=P``; the process group is initialized from torchrun's
@@ -433,6 +437,8 @@ def fit(
         return objective.differentiable_loss(model_fn, guide_fn, xb, **kw)
 
     compiled = None
+    if jit is None:
+        jit = isinstance(elbo, str) and _package_built(model) and _package_built(guide)
     if jit:
         if not (isinstance(model, nn.Module) and isinstance(guide, nn.Module)):
             raise ValueError("jit=True needs model and guide modules (the package's VAE and guides); hand-written functions run eagerly")
@@ -492,7 +498,12 @@ def fit(
                     # The first step runs with validation on (a malformed model fails loudly
                     # once) and captures every parameter: module parameters plus the
                     # pyro.param sites of hand-written functions.
-                    with pyro.validation_enabled(True), poutine.trace(param_only=True) as tr:
+                    traced = compiled is not None and idx.shape[0] == bsz // replicas.world
+                    # with a traced step, the validated pass only checks and captures; it
+                    # leaves the RNG stream alone, and the step itself runs traced below
+                    # (so every step of every fit, resumed or not, is the same arithmetic)
+                    rng = torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []) if traced else contextlib.nullcontext()
+                    with rng, pyro.validation_enabled(True), poutine.trace(param_only=True) as tr:
                         loss = loss_on(x[idx], idx, None if g is None else g[idx], n)
                     if not torch.isfinite(loss):
                         raise ValueError(
@@ -510,6 +521,8 @@ def fit(
                     optimizer = torch.optim.Adam(param_list, lr=lr)
                     if optim_state is not None:
                         optimizer.load_state_dict(optim_state)
+                    if traced:
+                        loss = compiled(x[idx], idx, None if g is None else g[idx], n)
                 elif compiled is not None and idx.shape[0] == bsz // replicas.world:
                     loss = compiled(x[idx], idx, None if g is None else g[idx], n)
                 else:
@@ -552,6 +565,13 @@ def fit(
                 rng["cuda"] = torch.cuda.get_rng_state(dev)
             _write(result(), ckpt, optimizer=optimizer, rng=rng)
     return result()
+
+
+def _package_built(part: Any) -> bool:
+    """Whether ``part`` and all its submodules are the package's own components."""
+    if not isinstance(part, nn.Module):
+        return False
+    return all(type(m).__module__.split(".")[0] in ("bayesvae", "torch", "pyro") for m in part.modules())
 
 
 def _trainable(model, guide, user_params: dict[str, torch.Tensor]) -> list[torch.Tensor]:
