@@ -414,6 +414,7 @@ class TraceScorer:
         self.data_plate = data_plate
         self.vectorize = vectorize
         self._calls = 0
+        self._held: list[tuple[Trace, Trace, int]] = []
         self._first = self._classify()
 
     # -- structure --------------------------------------------------------------------------
@@ -620,11 +621,17 @@ class TraceScorer:
         *,
         return_samples: bool = False,
     ) -> ImportanceChunk:
-        """Local terms of ``num_samples`` draws for the points ``rows``, given the global ``draw``."""
-        parts = [
-            self._collect(rows, g, m, return_samples, particle=p)
-            for g, m, p in self.traces(rows, num_samples, draw)
-        ]
+        """Local terms of ``num_samples`` draws for the points ``rows``, given the global ``draw``.
+
+        The block's traces are kept until the next block's have been made (as a plain loop
+        that rebinds ``logits = decoder(z)`` does): freeing a block's decoder output only
+        after the next one is allocated keeps glibc's heap at its working size, where freeing
+        all of a block's buffers at once lets it return them to the OS and fault them in
+        again on the next block (up to a third of the time for blocks of tens of MB).
+        Memory: one block's traces more.
+        """
+        self._held = traces = self.traces(rows, num_samples, draw)
+        parts = [self._collect(rows, g, m, return_samples, particle=p) for g, m, p in traces]
         if len(parts) == 1:
             return parts[0]
         samples = None

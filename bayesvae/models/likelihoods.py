@@ -79,7 +79,10 @@ class _BernoulliLogits(dist.Bernoulli):
         if value.shape != logits.shape:  # e.g. vectorized particles: (P, B, d) vs (B, d)
             shape = torch.broadcast_shapes(value.shape, logits.shape)
             logits, value = logits.expand(shape), value.expand(shape)
-        return F.binary_cross_entropy_with_logits(logits, value, reduction="none").neg_()
+        if torch.is_grad_enabled() and logits.requires_grad:
+            return F.binary_cross_entropy_with_logits(logits, value, reduction="none").neg_()
+        # scoring: x l - softplus(l) in one buffer (the BCE kernel allocates three of this size)
+        return F.softplus(logits).addcmul_(logits, value, value=-1).neg_()
 
 
 @register
