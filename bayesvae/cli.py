@@ -142,7 +142,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             validation=valid,
             checkpoint=out,
             resume=args.resume,
-            jit=args.jit,
+            jit=False if args.no_jit else None,
             callback=progress,
         )
     finally:
@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validation-fraction", type=float, default=0.2, help="rows held out for the validation ELBO; 0 uses all rows for training (default: 0.2)")
     p.add_argument("--out", default="runs/fit", help="output directory (default: runs/fit)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    p.add_argument("--jit", action="store_true", help="trace the training step once per batch shape and replay it (faster per step; same numbers)")
+    p.add_argument("--no-jit", action="store_true", help="run every training step eagerly through Pyro's effect handlers instead of replaying a traced step (same numbers, slower)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_fit)
 
