@@ -874,7 +874,12 @@ def _find_idx_labels(images_path: Path, match: re.Match[str]) -> Path | None:
 def _read_table(path: Path, reader: Any) -> Dataset:
     """A numeric CSV/Parquet table as a Dataset with its column names."""
     _check_exists(path)
-    frame = reader(path)
+    try:
+        frame = reader(path)
+    except ImportError as exc:
+        raise ValueError(
+            f"reading {path} needs a Parquet engine that is not installed ({exc}); install it with: pip install 'bayesvae[parquet]' (pyarrow)"
+        ) from exc
     non_numeric = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
     if non_numeric:
         col = non_numeric[0]
