@@ -326,8 +326,11 @@ def fit(
         Seeds Pyro/torch sampling and the minibatch order. Same seed, same CPU result.
     validation : array-like, optional
         Held-out data; its ELBO per point is recorded after every epoch.
-    groups, validation_groups : array-like of int, optional
-        Group labels ``0..G-1`` per row, passed to the model (multilevel priors).
+    groups, validation_groups : array-like of int or str, optional
+        Group labels ``0..G-1`` per row, passed to the model (multilevel priors). A string
+        names a column of a DataFrame ``data`` holding the labels (any values; coded
+        ``0..G-1`` in sorted order and dropped from the features); the validation
+        DataFrame's column of that name is coded the same way.
     clip_norm : float, optional
         Clip the gradient's global norm.
     checkpoint : path, optional
@@ -390,6 +393,11 @@ def fit(
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=<path>")
     objective = make_elbo(elbo, num_particles=num_particles, model=model)
+    if isinstance(groups, str):  # a DataFrame column of group labels
+        column = groups
+        data, groups, categories = _group_column(data, column, None, "data")
+        if validation is not None and validation_groups is None:
+            validation, validation_groups, _ = _group_column(validation, column, categories, "validation data")
     dev = resolve_device(device)
     dtype = _dtype_of(model, guide)
     x, info = as_tensor(data, device=dev, dtype=dtype)
@@ -565,6 +573,25 @@ def fit(
                 rng["cuda"] = torch.cuda.get_rng_state(dev)
             _write(result(), ckpt, optimizer=optimizer, rng=rng)
     return result()
+
+
+def _group_column(data: Any, column: str, categories: Any, name: str) -> tuple[Any, Any, Any]:
+    """Split a DataFrame into (features, group codes 0..G-1, the label of each code)."""
+    from bayesvae.models.hierarchical.groups import group_codes
+
+    if not isinstance(data, pd.DataFrame):
+        raise ValueError(f"groups={column!r} names a column, but the {name} is a {type(data).__name__}, not a pandas DataFrame")
+    if column not in data.columns:
+        raise ValueError(f"groups={column!r}: the {name} has no such column; columns are {[str(c) for c in data.columns]}")
+    labels, features = data[column], data.drop(columns=[column])
+    if categories is None:
+        codes, categories = group_codes(labels)
+        return features, codes, categories
+    codes = categories.get_indexer(labels)
+    if (codes < 0).any():
+        unseen = sorted({str(v) for v in labels[codes < 0]})
+        raise ValueError(f"the {name} has group labels that the training data do not: {unseen[:10]}")
+    return features, codes, categories
 
 
 def _package_built(part: Any) -> bool:

@@ -214,3 +214,27 @@ def test_group_means_are_recovered_and_partially_pooled_meanfield():
 @pytest.mark.slow
 def test_group_means_are_recovered_and_partially_pooled_trace():
     _check_pooling(*_fit_groups("trace"))
+
+
+def test_groups_from_a_dataframe_column():
+    """fit(groups="column") codes a label column (any values) and drops it from the features."""
+    from bayesvae.models import GroupPrior
+
+    rng = np.random.default_rng(0)
+    schools = np.array(["north", "south", "east"])[rng.integers(0, 3, 120)]
+    frame = pd.DataFrame(rng.normal(size=(120, 4)), columns=list("abcd"))
+    frame["school"] = schools
+    torch.manual_seed(0)
+    model = bv.VAE(prior=GroupPrior(2, 3), likelihood=bv.Gaussian(data_dim=4), decoder=bv.MLP(2, 4))
+    guide = bv.AmortizedGuide(model, hidden=(8,))
+    fit = bv.fit(model, guide, frame, groups="school", validation=frame.iloc[:30], epochs=2, batch_size=40)
+    assert fit.data.columns == ("a", "b", "c", "d")
+    assert "val_elbo" in fit.history
+    with pytest.raises(ValueError, match=r"groups='town': the data has no such column; columns are \['a', 'b', 'c', 'd', 'school'\]"):
+        bv.fit(model, guide, frame, groups="town", epochs=1)
+    with pytest.raises(ValueError, match="names a column, but the data is a ndarray"):
+        bv.fit(model, guide, frame.drop(columns=["school"]).to_numpy(), groups="school", epochs=1)
+    other = frame.iloc[:10].copy()
+    other["school"] = "west"
+    with pytest.raises(ValueError, match=r"group labels that the training data do not: \['west'\]"):
+        bv.fit(model, guide, frame, groups="school", validation=other, epochs=1)
