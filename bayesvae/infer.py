@@ -41,6 +41,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bayesvae import _registry
+from bayesvae._checks import positive_int
 from bayesvae._distributed import Replicas
 from bayesvae._jit import CompiledLoss
 from bayesvae.data import DataInfo, as_groups, as_tensor, resolve_device
@@ -196,8 +197,7 @@ def make_elbo(elbo: str | Any, *, num_particles: int = 1, model: Any = None) -> 
         return elbo
     if elbo not in ELBOS:
         raise ValueError(f"unknown elbo {elbo!r}; choose one of {sorted(ELBOS)}")
-    if not isinstance(num_particles, int) or num_particles < 1:
-        raise ValueError(f"num_particles must be a positive int, got {num_particles!r}")
+    positive_int("num_particles", num_particles)
     if elbo == "iwae":
         return IWAE_ELBO(num_particles)
     kw: dict[str, Any] = {"num_particles": num_particles}
@@ -251,11 +251,6 @@ def _check_data(model, x: torch.Tensor, info: DataInfo, name: str) -> None:
     likelihood = getattr(model, "likelihood", None)
     if likelihood is not None and hasattr(likelihood, "validate"):
         likelihood.validate(x, info.columns)
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,9 +378,9 @@ def fit(
        arXiv:1810.09538.
     """
     for name, value in (("epochs", epochs), ("num_particles", num_particles), ("checkpoint_every", checkpoint_every)):
-        _positive_int(name, value)
+        positive_int(name, value)
     if batch_size is not None:
-        _positive_int("batch_size", batch_size)
+        positive_int("batch_size", batch_size)
     if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
     if clip_norm is not None and not clip_norm > 0:

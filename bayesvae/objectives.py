@@ -15,6 +15,8 @@ from pyro.infer.util import is_validation_enabled
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
+from bayesvae._checks import positive_int
+
 __all__ = ["IWAE_ELBO", "Trace_ELBO", "TraceMeanField_ELBO"]
 
 _PARTICLES = "_iwae_particles"
@@ -71,9 +73,7 @@ class IWAE_ELBO:
     """
 
     def __init__(self, num_particles: int = 5, *, max_plate_nesting: int = 1) -> None:
-        if not isinstance(num_particles, int) or num_particles < 1:
-            raise ValueError(f"num_particles must be a positive int, got {num_particles!r}")
-        self.num_particles = num_particles
+        self.num_particles = positive_int("num_particles", num_particles)
         self.max_plate_nesting = max_plate_nesting
         self._has_globals: bool | None = None  # learned on the first call
 

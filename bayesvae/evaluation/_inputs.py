@@ -8,10 +8,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from bayesvae._checks import positive_int
 from bayesvae.data import as_groups, as_tensor
 from bayesvae.infer import FitResult, _check_data
 
 __all__ = ["resolve", "prepare", "check_positive_int"]
+
+#: the package-wide check, under the name the evaluation modules use
+check_positive_int = positive_int
 
 
 def resolve(fit: Any) -> tuple[Callable, Callable]:
@@ -44,10 +48,3 @@ def prepare(
     _check_data(model, x, info, name)
     g = None if groups is None else as_groups(groups, info.num_data, device=device)
     return x, g
-
-
-def check_positive_int(name: str, value: Any) -> int:
-    """Raise ``ValueError`` unless ``value`` is an int >= 1."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.distributions import Independent, Normal, kl_divergence, register_kl
 
+from bayesvae._checks import positive_int
 from bayesvae._registry import register
 
 __all__ = ["Prior", "GlobalSite", "LocalSite", "GaussianPrior", "StandardNormal", "Z"]
@@ -176,12 +177,6 @@ def _kl_diagonal_standard(q: Independent, p: StandardNormal) -> torch.Tensor:
     return 0.5 * (loc.pow(2) + scale.pow(2) - 1.0).sum(-1) - scale.log().sum(-1)
 
 
-def _check_positive_int(name: str, value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
 @register
 class GaussianPrior(Prior):
     r"""Standard normal prior :math:`z_n \sim \mathcal N(0, I_L)`, one event per data point.
@@ -204,7 +199,7 @@ class GaussianPrior(Prior):
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
-        self.latent_dim = _check_positive_int("latent_dim", latent_dim)
+        self.latent_dim = positive_int("latent_dim", latent_dim)
 
     def local_sites(self) -> tuple[LocalSite, ...]:
         return (LocalSite(Z, self.latent_dim, "normal"),)

@@ -11,6 +11,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from bayesvae._checks import positive_int
 from bayesvae._registry import register
 from bayesvae.models.hierarchical._common import (
     ScalePrior,
@@ -18,7 +19,7 @@ from bayesvae.models.hierarchical._common import (
     global_factor,
     summarize,
 )
-from bayesvae.models.priors import GlobalSite, LocalSite, Prior, Z, _check_positive_int
+from bayesvae.models.priors import GlobalSite, LocalSite, Prior, Z
 from bayesvae.nn import ACTIVATIONS, MLP
 
 __all__ = ["ARDPrior", "ARDDecoder", "ARD_SCALE", "ARD_WEIGHT"]
@@ -120,8 +121,8 @@ class ARDPrior(Prior):
         weight_init_scale: float = 0.1,
     ) -> None:
         super().__init__()
-        self.num_factors = _check_positive_int("num_factors", num_factors)
-        self.latent_dim = _check_positive_int("width", width)
+        self.num_factors = positive_int("num_factors", num_factors)
+        self.latent_dim = positive_int("width", width)
         self.scale_prior = as_scale_prior(scale_prior, "scale_prior")
         if not (isinstance(weight_init_scale, (int, float)) and weight_init_scale > 0):
             raise ValueError(f"weight_init_scale must be positive, got {weight_init_scale!r}")
@@ -259,12 +260,12 @@ class ARDDecoder(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
-        _check_positive_int("in_features", in_features)
+        positive_int("in_features", in_features)
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
         self.in_features = in_features
         self.deep = out_features is not None
-        self.out_features = _check_positive_int("out_features", out_features) if self.deep else in_features
+        self.out_features = positive_int("out_features", out_features) if self.deep else in_features
         self.hidden = tuple(int(h) for h in hidden)
         if self.hidden and not self.deep:
             raise ValueError("ARDDecoder hidden= needs out_features= (a deep decoder); a bias-only decoder has no hidden layers")

@@ -10,10 +10,11 @@ import pyro
 import pyro.distributions as dist
 import torch
 
+from bayesvae._checks import positive_int
 from bayesvae._registry import register
 from bayesvae.data import as_groups, as_tensor
 from bayesvae.models.hierarchical._common import ScalePrior, as_scale_prior, global_factor
-from bayesvae.models.priors import GlobalSite, LocalSite, Prior, Z, _check_positive_int
+from bayesvae.models.priors import GlobalSite, LocalSite, Prior, Z
 
 __all__ = [
     "GroupPrior",
@@ -115,8 +116,8 @@ class GroupPrior(Prior):
         loc_scale: float = 1.0,
     ) -> None:
         super().__init__()
-        self.latent_dim = _check_positive_int("latent_dim", latent_dim)
-        self.num_groups = _check_positive_int("groups", groups)
+        self.latent_dim = positive_int("latent_dim", latent_dim)
+        self.num_groups = positive_int("groups", groups)
         self.within_prior = as_scale_prior(within_prior, "within_prior")
         self.between_prior = as_scale_prior(between_prior, "between_prior")
         if not (isinstance(loc_scale, (int, float)) and 0 < loc_scale < float("inf")):

@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bayesvae._checks import positive_int
 from bayesvae._registry import register
-from bayesvae.models.priors import LocalSite, Prior, Z, _check_positive_int
+from bayesvae.models.priors import LocalSite, Prior, Z
 
 __all__ = ["MixturePrior"]
 
@@ -76,8 +77,8 @@ class MixturePrior(Prior):
 
     def __init__(self, latent_dim: int, components: int = 10, *, init_spread: float = 1.0) -> None:
         super().__init__()
-        self.latent_dim = _check_positive_int("latent_dim", latent_dim)
-        self.components = _check_positive_int("components", components)
+        self.latent_dim = positive_int("latent_dim", latent_dim)
+        self.components = positive_int("components", components)
         if not (isinstance(init_spread, (int, float)) and 0 < init_spread < float("inf")):
             raise ValueError(f"init_spread must be a positive finite number, got {init_spread!r}")
         self.init_spread = float(init_spread)

@@ -10,8 +10,9 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 
+from bayesvae._checks import positive_int
 from bayesvae._registry import register
-from bayesvae.models.priors import LocalSite, Prior, _check_positive_int
+from bayesvae.models.priors import LocalSite, Prior
 from bayesvae.nn import MLP
 
 __all__ = ["HierarchicalLatentPrior", "Z1", "Z2"]
@@ -95,8 +96,8 @@ class HierarchicalLatentPrior(Prior):
         super().__init__()
         if isinstance(dims, (str, bytes)) or not isinstance(dims, Sequence) or len(dims) != 2:
             raise ValueError(f"dims must be a pair (top, bottom) of positive ints, got {dims!r}")
-        self.top = _check_positive_int("dims[0] (top)", dims[0])
-        self.bottom = _check_positive_int("dims[1] (bottom)", dims[1])
+        self.top = positive_int("dims[0] (top)", dims[0])
+        self.bottom = positive_int("dims[1] (bottom)", dims[1])
         self.latent_dim = self.bottom
         self.hidden = tuple(int(h) for h in hidden)
         self.activation = activation
