@@ -193,11 +193,11 @@ def test_linear_gaussian_covariance_matches_ppca():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"n": 0}, ValueError, "n must be a positive integer; got 0"),
-        ({"n": 10.5}, TypeError, "n must be an integer"),
-        ({"data_dim": -1}, ValueError, "data_dim must be a positive integer"),
-        ({"latent_dim": 0}, ValueError, "latent_dim must be a positive integer"),
-        ({"latent_dim": True}, TypeError, "latent_dim must be an integer"),
+        ({"n": 0}, ValueError, "n must be a positive int, got 0"),
+        ({"n": 10.5}, TypeError, "n must be an int, got 10.5 of type float"),
+        ({"data_dim": -1}, ValueError, "data_dim must be a positive int, got -1"),
+        ({"latent_dim": 0}, ValueError, "latent_dim must be a positive int, got 0"),
+        ({"latent_dim": True}, TypeError, "latent_dim must be an int, got True of type bool"),
         ({"data_dim": 3, "latent_dim": 3}, ValueError, "latent_dim must be smaller than data_dim"),
         ({"noise": 0.0}, ValueError, "noise .* must be positive"),
         ({"noise": "0.5"}, TypeError, "noise must be a real number"),
@@ -252,9 +252,9 @@ def test_bars_feature_frequencies():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"n": 0}, ValueError, "n must be a positive integer"),
+        ({"n": 0}, ValueError, "n must be a positive int, got 0"),
         ({"side": 8}, ValueError, "side must be a multiple of 6"),
-        ({"side": 6.0}, TypeError, "side must be an integer"),
+        ({"side": 6.0}, TypeError, "side must be an int, got 6.0 of type float"),
         ({"noise": -0.1}, ValueError, "noise .* must be >= 0"),
         ({"prob": 0.0}, ValueError, r"prob must lie in \(0, 1\)"),
         ({"prob": 1.0}, ValueError, r"prob must lie in \(0, 1\)"),
