@@ -213,12 +213,17 @@ def prepare_rows(
     name: str = "data",
     device: torch.device | None = None,
     dtype: torch.dtype | None = None,
+    missing: str = "error",
 ) -> Rows:
     """Validate ``data`` (and per-row covariates) for ``model``; returns :class:`Rows`.
 
     Device and dtype default to those of the model's/guide's first parameter (CPU and
     float32 when there is none). ``groups`` is a shorthand for ``covariates={"groups": ...}``
-    (integer labels ``0..G-1``, validated).
+    (integer labels ``0..G-1``, validated). A DataFrame is encoded by the model likelihood's
+    ``schema`` when it has one (:class:`bayesvae.models.Schema`). ``missing="model"`` (or a
+    bool ``covariates["mask"]``, True = observed) zero-fills missing cells and puts the
+    observed mask into ``covariates["mask"]`` when any cell is missing
+    (:func:`bayesvae.data.as_tensor`).
     """
     if isinstance(data, Rows):
         return data
@@ -227,12 +232,20 @@ def prepare_rows(
         device = ref.device if ref is not None else torch.device("cpu")
     if dtype is None:
         dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
-    x, info = as_tensor(data, device=device, dtype=dtype, name=name)
-    check_data(model, x, info, name)
+    covariates = dict(covariates or {})
+    given = covariates.pop("mask", None)
+    schema = getattr(getattr(model, "likelihood", None), "schema", None)
     cov: dict[str, torch.Tensor] = {}
+    if missing == "model" or given is not None:
+        x, info, mask = as_tensor(data, device=device, dtype=dtype, name=name, missing="model", mask=given, schema=schema)
+        if given is not None or not bool(mask.all()):
+            cov["mask"] = mask
+    else:
+        x, info = as_tensor(data, device=device, dtype=dtype, name=name, missing=missing, schema=schema)
+    check_data(model, x, info, name)
     if groups is not None:
         cov["groups"] = as_groups(groups, info.num_data, device=device)
-    for key, value in (covariates or {}).items():
+    for key, value in covariates.items():
         if key in ("index", "num_data"):
             raise ValueError(f"covariate name {key!r} is reserved by the calling convention")
         t = torch.as_tensor(value, device=device)

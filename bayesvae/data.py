@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["as_tensor", "as_groups", "DataInfo", "resolve_device"]
+__all__ = ["as_tensor", "as_groups", "DataInfo", "resolve_device", "MISSING"]
 
 DEVICES = ("cpu", "cuda")
+
+#: What :func:`as_tensor` does with missing cells: raise, or model them (zero-fill + mask).
+MISSING = ("error", "model")
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,10 @@ def as_tensor(
     device: str | torch.device = "cpu",
     image_shape: Sequence[int] | None = None,
     name: str = "data",
-) -> tuple[torch.Tensor, DataInfo]:
+    missing: str = "error",
+    mask: Any = None,
+    schema: Any = None,
+) -> tuple[torch.Tensor, DataInfo] | tuple[torch.Tensor, DataInfo, torch.Tensor]:
     """Validate data and return a ``(N, d)`` tensor on ``device`` plus its :class:`DataInfo`.
 
     Parameters
@@ -74,6 +81,25 @@ def as_tensor(
         Image shape of a row, recorded for plots.
     name : str
         What to call the data in error messages.
+    missing : {"error", "model"}
+        ``"error"``: a missing cell (NaN, ``pd.NA``, ``None``) or an infinite one is a
+        ``ValueError``. ``"model"``: missing cells are set to 0 and a bool mask of the
+        observed cells is returned as well (the model leaves their log-likelihood out, the
+        encoder reads the mask); infinite observed cells are still an error.
+    mask : bool array-like of shape (N, d), optional
+        Observed cells given by the caller (needs ``missing="model"``): cells where it is
+        ``False`` are treated as missing whatever they hold; NaN cells are missing too.
+    schema : Schema, optional
+        Encodes a DataFrame (``schema.encode(frame) -> (values, observed)``): labels to codes,
+        measurements standardized; see :class:`bayesvae.models.Schema`.
+
+    Returns
+    -------
+    x : Tensor of shape (N, d)
+        The data (missing cells 0 when ``missing="model"``).
+    info : DataInfo
+    mask : bool Tensor of shape (N, d)
+        Only with ``missing="model"``: ``True`` where a cell is observed.
 
     Raises
     ------
@@ -81,21 +107,29 @@ def as_tensor(
         For a non-numeric DataFrame column (named) or an unsupported container.
     ValueError
         For NaN/inf (with the number of rows and the columns affected), fewer than one row,
-        or a rank-1 array.
+        a rank-1 array, or -- with ``missing="model"`` -- a column with no observed cell.
     """
+    if missing not in MISSING:
+        raise ValueError(f"missing must be one of {list(MISSING)}, got {missing!r}")
+    if mask is not None and missing != "model":
+        raise ValueError(f"{name}: a mask of observed cells needs missing='model', got missing={missing!r}")
     columns: tuple[str, ...] | None = None
+    observed: np.ndarray | None = None
     if hasattr(data, "x") and hasattr(data, "image_shape") and not isinstance(data, torch.Tensor):
         image_shape = image_shape or getattr(data, "image_shape", None)
         columns = getattr(data, "columns", None)
         data = data.x
-    if isinstance(data, pd.DataFrame):
+    if isinstance(data, pd.DataFrame) and schema is not None:
+        columns = tuple(schema.names)
+        array, observed = schema.encode(data, name=name)
+    elif isinstance(data, pd.DataFrame):
         bad = [str(c) for c in data.columns if not pd.api.types.is_numeric_dtype(data[c])]
         if bad:
             raise TypeError(
                 f"{name}: DataFrame columns must be numeric; column(s) {bad} are not (dtypes {[str(data[c].dtype) for c in bad]}). Encode or drop them first."
             )
         columns = tuple(str(c) for c in data.columns)
-        array = data.to_numpy(dtype=np.float64)
+        array = data.to_numpy(dtype=np.float64, na_value=np.nan)
     elif isinstance(data, torch.Tensor):
         array = data.detach().cpu()
     elif isinstance(data, np.ndarray):
@@ -116,13 +150,18 @@ def as_tensor(
         raise ValueError(f"{name} is empty: shape {tuple(t.shape)}")
     t = t.to(dtype)
     finite = torch.isfinite(t)
+    if missing == "model":
+        t, seen = _fill_missing(t, observed, mask, columns, name)
+        finite = torch.isfinite(t)
+    elif observed is not None and not observed.all():
+        finite &= torch.as_tensor(observed)
     if not bool(finite.all()):
         bad_rows = int((~finite).any(1).sum())
         cols = torch.nonzero((~finite).any(0)).flatten().tolist()
         names = [columns[c] if columns else str(c) for c in cols[:8]]
         more = f" and {len(cols) - 8} more" if len(cols) > 8 else ""
         raise ValueError(
-            f"{name} contains NaN or inf in {bad_rows} rows (columns [{', '.join(names)}{more}]); remove or impute them before fitting"
+            f"{name} contains NaN or inf in {bad_rows} rows (columns [{', '.join(names)}{more}]); remove or impute them, or model them as missing (missing='model')"
         )
     info = DataInfo(
         num_data=int(t.shape[0]),
@@ -130,7 +169,31 @@ def as_tensor(
         columns=columns,
         image_shape=tuple(int(s) for s in image_shape) if image_shape else None,
     )
-    return t.to(resolve_device(device)), info
+    dev = resolve_device(device)
+    if missing == "model":
+        return t.to(dev), info, seen.to(dev)
+    return t.to(dev), info
+
+
+def _fill_missing(t, observed, mask, columns, name) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-fill missing cells; the observed mask. Infinite observed cells stay for the error."""
+    seen = ~torch.isnan(t)
+    if observed is not None:
+        seen &= torch.as_tensor(observed)
+    if mask is not None:
+        m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask).cpu()
+        if m.dtype != torch.bool:
+            raise TypeError(f"{name}: mask must be boolean (True = observed), got dtype {m.dtype}")
+        if tuple(m.shape) != tuple(t.shape):
+            raise ValueError(f"{name}: mask has shape {tuple(m.shape)} but the data have shape {tuple(t.shape)}")
+        seen &= m
+    empty = torch.nonzero(~seen.any(0)).flatten().tolist()
+    if empty:
+        names = [columns[c] if columns else str(c) for c in empty]
+        raise ValueError(
+            f"{name}: column(s) {names} have no observed values (every cell is missing); drop them before fitting"
+        )
+    return torch.where(seen, t, t.new_zeros(())), seen
 
 
 def as_groups(groups, num_data: int, *, device: str | torch.device = "cpu") -> torch.Tensor:

@@ -48,16 +48,28 @@ class AmortizedGuide(nn.Module):
         the diagonal Gaussian fits badly (large Pareto-k̂). 0 keeps the diagonal Gaussian.
     flow_hidden : sequence of int, optional
         Hidden widths of each flow map's autoregressive network (default ``(max(4 dim, 32),)``).
+    missing : bool, optional
+        Encode rows with missing cells: the trunk reads :math:`[x \odot m, m]` (zero-filled
+        values and the observed mask, width ``2 d``), as in the HI-VAE and MIWAE encoders
+        [2]_ [3]_. ``None`` (default): on when the model's likelihood has a
+        :class:`~bayesvae.models.Schema` whose training frame had missing cells. A guide built
+        without it ignores ``mask=`` (it reads the zero-filled values alone).
 
     Notes
     -----
-    Called as ``guide(x, *, index=None, num_data=None, groups=None)``, the same
-    signature as the model, inside the same data plate.
+    Called as ``guide(x, *, index=None, num_data=None, groups=None, mask=None)``, the same
+    signature as the model, inside the same data plate; ``mask`` is a bool ``(batch, d)``
+    tensor, ``True`` where a cell is observed (all observed when omitted).
 
     References
     ----------
     .. [1] D. P. Kingma and M. Welling, "Auto-Encoding Variational Bayes", ICLR 2014,
        arXiv:1312.6114.
+    .. [2] A. Nazabal, P. M. Olmos, Z. Ghahramani and I. Valera, "Handling incomplete
+       heterogeneous data using VAEs", Pattern Recognition 107, 2020,
+       doi:10.1016/j.patcog.2020.107501.
+    .. [3] P.-A. Mattei and J. Frellsen, "MIWAE: Deep generative modelling and imputation
+       of incomplete data sets", ICML 2019, arXiv:1812.02633.
     """
 
     def __init__(
@@ -68,6 +80,7 @@ class AmortizedGuide(nn.Module):
         activation: str = "relu",
         flows: int = 0,
         flow_hidden: Sequence[int] | None = None,
+        missing: bool | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(model, VAE):
@@ -78,15 +91,23 @@ class AmortizedGuide(nn.Module):
         self.hidden = hidden
         self.activation = activation
         self.data_dim = model.data_dim
+        schema = getattr(model.likelihood, "schema", None)
+        self._missing_default = bool(schema is not None and schema.has_missing)
+        if missing is None:
+            missing = self._missing_default
+        if not isinstance(missing, bool):
+            raise TypeError(f"missing must be True, False or None, got {type(missing).__name__}")
+        self.missing = missing
+        inputs = 2 * model.data_dim if missing else model.data_dim
         if hidden:
             self.trunk: nn.Module = nn.Sequential(
-                MLP(model.data_dim, hidden[-1], hidden=hidden[:-1], activation=activation),
+                MLP(inputs, hidden[-1], hidden=hidden[:-1], activation=activation),
                 ACTIVATIONS[activation](),
             )
             width = hidden[-1]
         else:
             self.trunk = nn.Identity()
-            width = model.data_dim
+            width = inputs
         self.local_sites = model.prior.local_sites()
         dims = {s.name: s.dim for s in self.local_sites}
         self.heads = nn.ModuleDict(
@@ -118,13 +139,21 @@ class AmortizedGuide(nn.Module):
         index: torch.Tensor | None = None,
         num_data: int | None = None,
         groups: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         values = self.globals()
         with data_plate(x.shape[0], index, num_data):
-            h = self.trunk(x)
+            h = self.trunk(self._input(x, mask))
             for site in self.local_sites:
                 values[site.name] = pyro.sample(site.name, self._head(site, h, values))
         return values
+
+    def _input(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """The trunk's input: ``x``, or ``[x * m, m]`` for a guide of incomplete rows."""
+        if not self.missing:
+            return x
+        m = x.new_ones(x.shape) if mask is None else mask.to(x.dtype)
+        return torch.cat([x * m, m], dim=-1)
 
     def _head(self, site, h: torch.Tensor, values: dict[str, torch.Tensor]):
         if site.name in self.flow:
@@ -136,13 +165,13 @@ class AmortizedGuide(nn.Module):
             h = torch.cat([p.expand(*batch, p.shape[-1]) for p in parts], dim=-1)
         return self.heads[site.name](h)
 
-    def posterior(self, x: torch.Tensor) -> dict[str, dist.TorchDistribution]:
-        """The local factors q(site | x) for a batch ``x``.
+    def posterior(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, dist.TorchDistribution]:
+        """The local factors q(site | x) for a batch ``x`` (observed cells ``mask``).
 
         A site that conditions on earlier sites is given their posterior means (a plug-in
         summary, not a sample).
         """
-        h = self.trunk(x)
+        h = self.trunk(self._input(x, mask))
         out: dict[str, dist.TorchDistribution] = {}
         means: dict[str, torch.Tensor] = {}
         for site in self.local_sites:
@@ -155,4 +184,6 @@ class AmortizedGuide(nn.Module):
         config = {"type": "AmortizedGuide", "hidden": list(self.hidden), "activation": self.activation}
         if self.flows:
             config.update(flows=self.flows, flow_hidden=None if self.flow_hidden is None else list(self.flow_hidden))
+        if self.missing or self._missing_default:
+            config["missing"] = self.missing
         return config

@@ -1,14 +1,15 @@
 """Generative models: priors, likelihoods and the VAE that combines them."""
 
+from bayesvae.models.columns import Columns, Schema, infer_schema
 from bayesvae.models.likelihoods import (
     Bernoulli,
     Categorical,
-    Columns,
     ContinuousBernoulli,
     Gaussian,
     Likelihood,
     NegativeBinomial,
     Poisson,
+    StudentT,
 )
 from bayesvae.models.priors import GaussianPrior, GlobalSite, LocalSite, Prior
 from bayesvae.models.vae import VAE, data_plate
@@ -28,6 +29,9 @@ __all__ = [
     "NegativeBinomial",
     "Categorical",
     "Columns",
+    "Schema",
+    "infer_schema",
+    "StudentT",
 ]
 
 from bayesvae.models.linear import (  # noqa: E402

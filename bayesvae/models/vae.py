@@ -61,10 +61,13 @@ class VAE(nn.Module):
     Notes
     -----
     The model is an ordinary Pyro model ``model(x, *, index=None, num_data=None,
-    groups=None)``: ``x`` is a ``(batch, data_dim)`` tensor (``None`` to sample), ``index``
-    the minibatch's row numbers in the full data, ``num_data`` the full data size ``N``
-    (sites in the plate are scaled by ``N / batch``), ``groups`` per-row group labels for
-    priors that need them. Modules are held by the object, not registered in Pyro's global
+    groups=None, mask=None)``: ``x`` is a ``(batch, data_dim)`` tensor (``None`` to sample),
+    ``index`` the minibatch's row numbers in the full data, ``num_data`` the full data size
+    ``N`` (sites in the plate are scaled by ``N / batch``), ``groups`` per-row group labels for
+    priors that need them, ``mask`` a bool ``(batch, data_dim)`` tensor that is ``True`` where
+    a cell is observed: the log-likelihood of a missing cell is left out
+    (:meth:`~bayesvae.models.Likelihood.observed`), so the ELBO bounds
+    :math:`\log p(x_{\text{obs}})`. Modules are held by the object, not registered in Pyro's global
     parameter store: :func:`bayesvae.fit` optimizes ``model.parameters()`` directly.
 
     References
@@ -135,6 +138,7 @@ class VAE(nn.Module):
         num_data: int | None = None,
         groups: torch.Tensor | None = None,
         batch_size: int | None = None,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run the model; returns the decoder output for the batch."""
         like, n = self._like(x, batch_size)
@@ -142,7 +146,7 @@ class VAE(nn.Module):
         with data_plate(n, index, num_data):
             locals_ = self.prior.sample_locals(n, globals_, like=like, groups=groups)
             out = self.decoder(self.prior.decoder_input(locals_, globals_))
-            pyro.sample(X, self.likelihood.distribution(out), obs=x)
+            pyro.sample(X, self.likelihood.observed(out, mask), obs=x)
         return out
 
     def _like(self, x: torch.Tensor | None, batch_size: int | None) -> tuple[torch.Tensor, int]:
