@@ -141,6 +141,7 @@ class Dataset:
 
         Examples
         --------
+        >>> from bayesvae.datasets import digits
         >>> train, test = digits().split(0.25, seed=1)
         >>> train.n, test.n
         (1347, 450)

@@ -137,6 +137,7 @@ def model_log_likelihood(model: VAE, x: Any) -> torch.Tensor:
 
     Examples
     --------
+    >>> from bayesvae.models.linear import ppca
     >>> model = ppca(5, 2)
     >>> model_log_likelihood(model, torch.zeros(4, 5)).shape
     torch.Size([4])
