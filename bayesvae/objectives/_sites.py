@@ -1,0 +1,94 @@
+"""Trace helpers shared by the objectives: site selection, detached guide densities, settings."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import torch
+from pyro.distributions import TransformedDistribution
+from pyro.poutine.trace_struct import Trace
+from pyro.poutine.util import site_is_subsample
+from torch.distributions import Distribution
+
+__all__ = ["GRADIENTS", "DATA_PLATE", "in_plate", "sample_sites", "detached", "check_gradient", "check_kl_weight", "check_plate_name"]
+
+#: Gradient estimators by name (see :func:`bayesvae.objectives.make_elbo`).
+GRADIENTS = ("reparam", "stl", "dreg")
+
+#: Default name of the data plate (the package's models; a user's model may name its own).
+DATA_PLATE = "data"
+
+
+def in_plate(site: dict[str, Any], name: str) -> bool:
+    """Whether ``site`` lies inside the plate called ``name``."""
+    return any(frame.name == name for frame in site["cond_indep_stack"])
+
+
+def sample_sites(trace: Trace):
+    """``(name, site)`` for every sample site that is not a plate's subsample site."""
+    for name, site in trace.nodes.items():
+        if site["type"] == "sample" and not site_is_subsample(site):
+            yield name, site
+
+
+def _detach_attributes(d: Distribution) -> Distribution:
+    """A shallow copy of ``d`` whose tensor attributes (and those of nested distributions) are detached."""
+    new = copy.copy(d)
+    for key, value in list(vars(new).items()):
+        if torch.is_tensor(value):
+            setattr(new, key, value.detach())
+        elif isinstance(value, TransformedDistribution):
+            raise TypeError(type(value).__name__)
+        elif isinstance(value, Distribution):
+            setattr(new, key, _detach_attributes(value))
+    return new
+
+
+def detached(fn: Distribution, site: str, gradient: str) -> Distribution:
+    r"""``fn`` with its parameters cut from the graph: :math:`q_{\bar\phi}`, for :math:`\log q_{\bar\phi}(z)` at a live :math:`z`.
+
+    Every tensor attribute (parameters and cached lazy properties, recursively through
+    ``Independent`` and mixtures) is replaced by its ``detach()``; the value the density is
+    evaluated at keeps its graph. A flow (``TransformedDistribution``) is refused: its
+    parameters live in its transforms' networks, and its cached inverse returns the
+    un-stopped base draw, so detaching the tensors it holds would not stop them.
+    """
+    if not fn.has_rsample:
+        raise ValueError(
+            f"gradient={gradient!r} needs reparameterized guide sites (z a differentiable function of the guide's parameters); site {site!r} ({type(fn).__name__}) is not. Use gradient='reparam', or a relaxed (reparameterized) family for this site."
+        )
+    try:
+        if isinstance(fn, TransformedDistribution):
+            raise TypeError(type(fn).__name__)
+        return _detach_attributes(fn)
+    except TypeError:
+        raise ValueError(
+            f"gradient={gradient!r} evaluates log q(z) at the sampled z with the guide's parameters stopped; site {site!r} is a normalizing flow (TransformedDistribution), whose parameters live in its transforms' networks and whose cached inverse returns the un-stopped base draw, so they cannot be stopped here. Use gradient='reparam' with flows."
+        ) from None
+
+
+def check_gradient(gradient: Any) -> str:
+    """Validate a gradient estimator's name."""
+    if not isinstance(gradient, str):
+        raise TypeError(f"gradient must be one of {list(GRADIENTS)} (a str), got {type(gradient).__name__}")
+    if gradient not in GRADIENTS:
+        raise ValueError(f"unknown gradient {gradient!r}; choose one of {list(GRADIENTS)}")
+    return gradient
+
+
+def check_kl_weight(value: Any) -> float:
+    """Validate a KL weight: a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"kl_weight must be a float (a KL schedule is applied by fit, one value per step), got {type(value).__name__}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"kl_weight must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def check_plate_name(name: Any) -> str:
+    """Validate the data plate's name."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"data_plate must be the data plate's name (a non-empty str), got {name!r}")
+    return name
