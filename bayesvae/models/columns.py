@@ -651,6 +651,10 @@ class Columns(Likelihood):
     def _split(self, out: torch.Tensor) -> list[torch.Tensor]:
         return list(out.split(self._widths, dim=-1))
 
+    def blocks(self, out: torch.Tensor) -> list[tuple[Likelihood, list[int], dist.TorchDistribution]]:
+        """Each block's likelihood, column positions and distribution for decoder output ``out``."""
+        return [(lik, cols, lik.distribution(o)) for lik, cols, o in zip(self.parts, self.columns, self._split(out))]
+
     def distribution(self, out):
         return _ColumnsJoint(
             [lik.distribution(o) for lik, o in zip(self.parts, self._split(out))],
