@@ -215,9 +215,11 @@ def test_hand_written_pyro_functions(digits):
             loc, raw = enc(x).chunk(2, -1)
             pyro.sample("z", dist.Normal(loc, nn.functional.softplus(raw) + 1e-4).to_event(1))
 
-    with pytest.raises(ValueError, match="minibatching needs model and guide functions that accept num_data"):
-        bv.fit(full_batch_only, guide_full, digits.x, epochs=1, batch_size=100)
-    bv.fit(full_batch_only, guide_full, digits.x[:300], epochs=2, batch_size=None)
+    # An unscaled data plate (Pyro's tutorial way) is scaled by the package, and says so.
+    scaled = bv.fit(full_batch_only, guide_full, digits.x, epochs=1, batch_size=100)
+    assert scaled.config.rescaled and scaled.config.data_plate == "data"
+    full = bv.fit(full_batch_only, guide_full, digits.x[:300], epochs=2, batch_size=None)
+    assert not full.config.rescaled
 
 
 def test_meanfield_guide_is_per_datapoint(digits):

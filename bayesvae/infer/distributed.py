@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Sequence
 
@@ -24,8 +25,9 @@ class Replicas:
     ``enabled=False`` (or a world of one process) makes every method a no-op.
     """
 
-    def __init__(self, enabled: bool, device: torch.device) -> None:
+    def __init__(self, enabled: bool, device: torch.device, timeout: float | None = None) -> None:
         self.rank, self.world = 0, 1
+        self.timeout = timeout
         if not enabled:
             return
         import torch.distributed as dist
@@ -37,7 +39,8 @@ class Replicas:
                 raise ValueError(
                     "distributed=True needs torch.distributed to be initialized: launch with torchrun (which sets WORLD_SIZE, RANK, MASTER_ADDR) or call torch.distributed.init_process_group first"
                 )
-            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+            kwargs = {} if timeout is None else {"timeout": datetime.timedelta(seconds=float(timeout))}
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", **kwargs)
         self._dist = dist
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
 
@@ -60,7 +63,7 @@ class Replicas:
         """Copy rank 0's values of ``tensors`` to every process."""
         if self.active:
             for t in tensors:
-                self._dist.broadcast(t.data, src=0)
+                self._collective(self._dist.broadcast, t.data, src=0)
 
     @torch.no_grad()
     def average(self, params: Sequence[torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
@@ -69,7 +72,7 @@ class Replicas:
             return loss.detach()
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         flat = torch.cat([*(g.reshape(-1) for g in grads), loss.detach().reshape(1).to(grads[0].dtype)])
-        self._dist.all_reduce(flat)
+        self._collective(self._dist.all_reduce, flat)
         flat /= self.world
         offset = 0
         for p, g in zip(params, grads):
@@ -86,3 +89,19 @@ class Replicas:
         t = torch.tensor([0.0 if flag else 1.0])
         self._dist.all_reduce(t)
         return bool(t.item() == 0)
+
+    def _collective(self, op, *args, **kwargs):
+        """Run a collective; a timeout becomes an error naming the unresponsive process(es)."""
+        try:
+            return op(*args, **kwargs)
+        except RuntimeError as exc:
+            text = str(exc)
+            if "timed out" not in text.lower() and "timeout" not in text.lower() and "connection" not in text.lower():
+                raise
+            import re
+
+            ranks = sorted({int(r) for r in re.findall(r"rank[^0-9]{0,3}(\d+)", text) if int(r) != self.rank})
+            who = f"rank(s) {ranks}" if ranks else "another process"
+            raise RuntimeError(
+                f"distributed fit: {who} did not respond within the {self.timeout} s timeout (rank {self.rank} of {self.world} gave up); check that every process is alive, or raise distributed_timeout=. Original error: {text.splitlines()[0] if text else type(exc).__name__}"
+            ) from exc

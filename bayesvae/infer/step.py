@@ -1,0 +1,271 @@
+r"""One training step: an explicit state and ``step(state, batch) -> (state, loss)``.
+
+The shape is NumPyro's ``SVIState`` + ``update`` and Pyro's ``SVI.step``:
+
+.. code-block:: python
+
+    state = init_state(model, guide, objective, first_batch, lr=1e-3)
+    for batch in batches:
+        state, loss = step(state, batch)
+
+A step computes ``loss = objective.differentiable_loss(model, guide, batch.x, **batch.kwargs())``
+(traced and replayed when :class:`~bayesvae.infer.jit.CompiledLoss` is on), back-propagates,
+all-reduces the gradients across data-parallel replicas, and applies one ``torch.optim.Adam``
+update to every tensor the fit owns. Torch updates parameters in place, so the returned
+state shares its tensors with the old one; what is returned new are the counters.
+
+The state is guarded, not only the loss: an update is applied only when the loss *and* the
+gradient norm are finite (with finite gradients Adam's step is bounded by the learning rate,
+so the parameters stay finite). Otherwise ``on_nonfinite="stop"`` raises
+:class:`NonFiniteStep` with the parameters as they were before the step, and
+``on_nonfinite="skip"`` drops the update and keeps the state (NumPyro's ``stable_update``),
+counting the skips, until ``max_skips`` consecutive skips.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyro
+import torch
+from torch import nn
+
+from bayesvae.convention import Batch, Call
+from bayesvae.infer.distributed import Replicas
+from bayesvae.infer.jit import CompiledLoss
+from bayesvae.infer.params import ParamSet, owned_modules
+from bayesvae.scaling import ScalePlan, verify_scales
+
+__all__ = ["TrainState", "NonFiniteStep", "init_state", "step", "loss_on", "trainable", "all_finite"]
+
+logger = logging.getLogger(__name__)
+
+ON_NONFINITE = ("stop", "skip")
+
+
+class NonFiniteStep(RuntimeError):
+    """A step's loss or gradient was not finite; the update was not applied."""
+
+
+@dataclass(frozen=True)
+class TrainState:
+    """Everything a training step reads and advances.
+
+    Attributes
+    ----------
+    model, guide : Call
+        Model and guide in the calling convention, with the verified scale plan (and the
+        fit's own ``pyro.param`` set for hand-written functions) applied on every call.
+    objective : object
+        An ELBO with ``differentiable_loss(model, guide, x, **kwargs)``.
+    params : tuple of Tensor
+        Every tensor the optimizer updates.
+    optimizer : torch.optim.Optimizer
+        One Adam over ``params``.
+    plan : ScalePlan
+        The data plate and how it is scaled (read from the first step's traces).
+    param_set : ParamSet or None
+        The ``pyro.param`` tensors of hand-written functions.
+    compiled : CompiledLoss or None
+        The traced loss, when on.
+    replicas : Replicas
+        Data-parallel synchronization (a no-op for one process).
+    clip_norm : float or None
+        Gradient-norm clipping.
+    on_nonfinite : {"stop", "skip"}
+        What a non-finite loss or gradient does.
+    max_skips : int
+        Consecutive skipped updates after which ``"skip"`` stops too.
+    steps, skipped, consecutive_skips : int
+        Counters: updates applied, updates dropped, dropped in a row.
+    """
+
+    model: Call
+    guide: Call
+    objective: Any
+    params: tuple[torch.Tensor, ...]
+    optimizer: torch.optim.Optimizer
+    plan: ScalePlan
+    param_set: ParamSet | None = None
+    compiled: CompiledLoss | None = None
+    replicas: Replicas = dataclasses.field(default_factory=lambda: Replicas(False, torch.device("cpu")))
+    clip_norm: float | None = None
+    on_nonfinite: str = "stop"
+    max_skips: int = 10
+    steps: int = 0
+    skipped: int = 0
+    consecutive_skips: int = 0
+
+
+def loss_on(objective: Any, model: Call, guide: Call, batch: Batch) -> Any:
+    """The objective on one batch: ``(loss, report)`` when it reports a kl-weight-1 loss too."""
+    losses = getattr(objective, "losses", None)
+    if callable(losses) and getattr(objective, "kl_weight", 1.0) != 1.0:
+        return losses(model, guide, batch.x, **batch.kwargs())
+    return objective.differentiable_loss(model, guide, batch.x, **batch.kwargs())
+
+
+def trainable(modules: list[nn.Module], param_set: ParamSet | None) -> tuple[torch.Tensor, ...]:
+    """Every trainable tensor of the modules and the fit's own pyro.params, once each."""
+    params: dict[int, torch.Tensor] = {}
+    for m in modules:
+        params.update({id(p): p for p in m.parameters() if p.requires_grad})
+    if param_set is not None:
+        params.update({id(p): p for p in param_set.trainable()})
+    if not params:
+        raise ValueError("model and guide have no trainable parameters")
+    return tuple(params.values())
+
+
+def all_finite(tensors: Any) -> bool:
+    """Whether every tensor is finite (one device sync)."""
+    tensors = [t for t in tensors if t is not None and t.is_floating_point()]
+    if not tensors:
+        return True
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
+def _fork(device: torch.device):
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
+def init_state(
+    model: Callable,
+    guide: Callable,
+    objective: Any,
+    first: Batch,
+    *,
+    lr: float = 1e-3,
+    adam_eps: float = 1e-8,
+    clip_norm: float | None = None,
+    replicas: Replicas | None = None,
+    jit: bool = False,
+    check_jit: bool = False,
+    param_set: ParamSet | None = None,
+    on_nonfinite: str = "stop",
+    max_skips: int = 10,
+    optim_state: dict[str, Any] | None = None,
+    plan: ScalePlan | None = None,
+) -> TrainState:
+    """Verify the model on ``first`` and build the state of its first step.
+
+    With Pyro's validation on and the caller's RNG stream left untouched (the checks draw
+    from a forked generator), this reads the scale of every site from the traces
+    (:func:`~bayesvae.scaling.verify_scales`), creates the hand-written functions'
+    ``pyro.param`` tensors in ``param_set``, checks that the loss is finite at the initial
+    parameters, and builds one Adam over every tensor the fit owns.
+
+    Raises
+    ------
+    ValueError
+        Scales that are not an unbiased minibatch estimate, a non-finite initial loss, no
+        trainable parameters, ``on_nonfinite`` not one of ``"stop"``/``"skip"``.
+    """
+    if on_nonfinite not in ON_NONFINITE:
+        raise ValueError(f"on_nonfinite must be one of {list(ON_NONFINITE)}, got {on_nonfinite!r}")
+    replicas = replicas or Replicas(False, first.x.device)
+    own = () if param_set is None else (param_set.wrapper(),)
+    base_model, base_guide = Call(model).with_wrappers(*own), Call(guide).with_wrappers(*own)
+    with _fork(first.x.device), pyro.validation_enabled(True):
+        if plan is None:
+            plan = verify_scales(base_model, base_guide, first)
+        model_call = Call(model).with_wrappers(*own, *plan.wrappers())
+        guide_call = Call(guide).with_wrappers(*own, *plan.wrappers())
+        out = loss_on(objective, model_call, guide_call, first)
+    loss = out[0] if isinstance(out, tuple) else out
+    if not torch.isfinite(loss):
+        raise ValueError(
+            f"the loss is {float(loss.detach())} at the initial parameters; check the model, the guide and the data scale"
+        )
+    modules = owned_modules(model, guide)
+    params = trainable(modules, param_set)
+    if param_set is not None:
+        replicas.broadcast(param_set.trainable())
+    optimizer = torch.optim.Adam(params, lr=lr, eps=adam_eps)
+    if optim_state is not None:
+        optimizer.load_state_dict(optim_state)
+    compiled = None
+    if jit:
+        compiled = CompiledLoss(
+            lambda b: loss_on(objective, model_call, guide_call, b), modules, param_set, check=check_jit
+        )
+    return TrainState(
+        model=model_call,
+        guide=guide_call,
+        objective=objective,
+        params=params,
+        optimizer=optimizer,
+        plan=plan,
+        param_set=param_set,
+        compiled=compiled,
+        replicas=replicas,
+        clip_norm=clip_norm,
+        on_nonfinite=on_nonfinite,
+        max_skips=max_skips,
+    )
+
+
+def _grad_norm(params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+
+
+def step(state: TrainState, batch: Batch, *, compiled: bool = True) -> tuple[TrainState, torch.Tensor]:
+    """One update of ``state`` on ``batch``.
+
+    Returns
+    -------
+    state : TrainState
+        The advanced state (counters; parameters and optimizer moments are updated in place).
+    loss : Tensor, scalar
+        The batch's loss at kl weight 1 (minus the minibatch ELBO estimate), averaged over
+        replicas, detached. Non-finite when the update was skipped.
+
+    Raises
+    ------
+    NonFiniteStep
+        ``on_nonfinite="stop"`` and the loss or gradient was not finite (the update was not
+        applied), or ``"skip"`` and ``max_skips`` updates in a row were dropped.
+    """
+    use_trace = compiled and state.compiled is not None
+    out = state.compiled(batch, getattr(state.objective, "kl_weight", 1.0)) if use_trace else loss_on(
+        state.objective, state.model, state.guide, batch
+    )
+    loss, report = (out[0], out[1]) if isinstance(out, tuple) else (out, None)
+    opt = state.optimizer
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    report = loss.detach() if report is None else report.detach()
+    if state.replicas.active:
+        # one all-reduce of gradients and the loss: every replica takes the same decision
+        loss = state.replicas.average(state.params, report)
+        report = loss
+    check = report + _grad_norm(state.params).to(report.dtype).to(report.device)
+    if not torch.isfinite(check):
+        opt.zero_grad(set_to_none=True)
+        what = "loss" if not torch.isfinite(report) else "gradient"
+        message = f"the {what} became non-finite (loss {float(report)}) at step {state.steps + state.skipped + 1}"
+        if state.on_nonfinite == "stop":
+            raise NonFiniteStep(message)
+        skipped = dataclasses.replace(state, skipped=state.skipped + 1, consecutive_skips=state.consecutive_skips + 1)
+        if skipped.consecutive_skips >= state.max_skips:
+            raise NonFiniteStep(f"{message}; {skipped.consecutive_skips} updates in a row were skipped")
+        return skipped, report
+    if state.clip_norm is not None:
+        nn.utils.clip_grad_norm_(state.params, state.clip_norm)
+    opt.step()
+    return dataclasses.replace(state, steps=state.steps + 1, consecutive_skips=0), report
+
+
+@contextlib.contextmanager
+def no_validation():
+    """Pyro's validation off (data were validated once at the boundary)."""
+    with pyro.validation_enabled(False):
+        yield
