@@ -101,7 +101,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import math
 import os
 import statistics
@@ -114,6 +113,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from _results import merge_runs
 from _timing import load_average, machine_info, summarize
 from torch import nn
 
@@ -699,7 +699,7 @@ def main(argv=None) -> int:
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
-    md = write_merged(Path(args.out), run)
+    md = merge_runs(Path(args.out), run, render)
     print(f"wrote {md} and .json")
     return 0 if acceptance is None or acceptance["pass"] else 1
 
@@ -717,23 +717,6 @@ def compare(results, bv_times: RunTimes | None, trainer: TorchTrainer | None) ->
         "ratio_paired": statistics.median(paired),
         "speed": statistics.median(t) / statistics.median(b),
     }
-
-
-def write_merged(out: Path, run: dict[str, Any]) -> Path:
-    """Merge ``run`` into ``out.json`` (replacing a run with the same key) and rewrite ``out.md``."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    path = out.with_suffix(".json")
-    runs: list[dict[str, Any]] = []
-    if path.exists():
-        try:
-            runs = json.loads(path.read_text())["runs"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            print(f"warning: {path} is not a results file of this script; starting it afresh", file=sys.stderr)
-    runs = [r for r in runs if r.get("key") != run["key"]] + [run]
-    path.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
-    md = out.with_suffix(".md")
-    md.write_text("\n".join(render(runs)) + "\n")
-    return md
 
 
 def render(runs: list[dict[str, Any]]) -> list[str]:
