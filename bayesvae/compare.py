@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayesvae.evaluation.summary import METRICS, _evaluate
+from bayesvae.evaluation.summary import METRICS, evaluate_row
 
 __all__ = ["compare", "COLUMNS", "to_markdown", "to_html"]
 
@@ -49,6 +49,7 @@ def compare(
     num_samples: int = 1000,
     seed: int | None = 0,
     groups: Any = None,
+    covariates: Mapping[str, Any] | None = None,
     threshold: float = 0.01,
     elbo_samples: int = 100,
     gaps: bool = True,
@@ -66,14 +67,16 @@ def compare(
     ----------
     fits : mapping of str to FitResult or (model, guide)
         The models, by the name each row gets.
-    x : Tensor, ndarray or DataFrame of shape (N, d)
+    x : Tensor, ndarray, DataFrame of shape (N, d), or Rows
         Held-out data, valid for every model's likelihood.
     num_samples : int, default 1000
         Importance samples per point.
     seed : int or None, default 0
         Seed for every model's draws.
     groups : array-like of int, optional
-        Group labels, for priors that use them.
+        Group labels, for priors that use them (shorthand for ``covariates={"groups": ...}``).
+    covariates : mapping of str to array-like of shape (N, ...), optional
+        Per-row side information passed to every model and guide as keywords.
     threshold : float, default 0.01
         Activity threshold of the active units.
     elbo_samples : int, default 100
@@ -122,12 +125,13 @@ def compare(
     rows: dict[str, dict[str, float]] = {}
     per_point: dict[str, np.ndarray] = {}
     for name, fit in fits.items():
-        row, lp = _evaluate(
+        row, lp = evaluate_row(
             fit,
             x,
             num_samples=num_samples,
             seed=seed,
             groups=groups,
+            covariates=covariates,
             threshold=threshold,
             elbo_samples=elbo_samples,
             gaps=gaps,

@@ -125,7 +125,7 @@ def test_fit_result_and_dataframe_input(problem):
 
 def test_memory_is_bounded_by_the_chunk(monkeypatch):
     """The streaming estimate evaluates blocks of at most chunk_size pairs and keeps O(N) state."""
-    from bayesvae.evaluation._traces import TraceScorer
+    from bayesvae.scoring import TraceScorer
 
     W, mu, sigma, x = linear_problem(n=300, d=5, k=2, seed=1)
     model = linear_vae(W, mu, sigma)

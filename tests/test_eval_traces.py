@@ -23,7 +23,7 @@ from torch import nn
 
 import bayesvae
 from bayesvae.evaluation import importance_log_weights, log_marginal_likelihood
-from bayesvae.evaluation._traces import TraceScorer
+from bayesvae.scoring import TraceScorer
 
 
 def _binary_vae(d=6, k=2, seed=0):
@@ -324,5 +324,5 @@ def test_error_bad_arguments():
         importance_log_weights(model, guide, x, num_samples=2, chunk_size=0)
     with pytest.raises(TypeError, match=r"x must be a \(N, d\) torch.Tensor"):
         TraceScorer(model, guide, x.numpy())
-    with pytest.raises(ValueError, match="groups has 2 labels but x has 9 rows"):
-        TraceScorer(model, guide, x, groups=torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match="covariate 'groups' has 2 entries but x has 9 rows"):
+        TraceScorer(model, guide, x, covariates={"groups": torch.zeros(2, dtype=torch.long)})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,14 +11,16 @@ import numpy as np
 import torch
 from pyro.poutine.trace_struct import Trace
 
-from bayesvae.evaluation._inputs import prepare, resolve
-from bayesvae.evaluation._traces import (
+from bayesvae.convention import Rows
+from bayesvae.scoring import (
     GlobalDraw,
     ImportanceSamples,
     TraceScorer,
     default_chunk_size,
     evaluation_mode,
     importance_log_weights,
+    prepare,
+    resolve,
     seeded,
 )
 
@@ -57,20 +59,36 @@ def require_arviz() -> Any:
 
 @dataclass(frozen=True)
 class Inputs:
-    """A fit's model and guide with validated data (tensors on the model's device and dtype)."""
+    """A fit's model and guide with validated data (a :class:`~bayesvae.convention.Rows`)."""
 
     model: Callable
     guide: Callable
-    x: torch.Tensor
-    groups: torch.Tensor | None
+    rows: Rows
     columns: tuple[str, ...]
     labels: np.ndarray | None
+
+    @property
+    def x(self) -> torch.Tensor:
+        """The data, ``(N, d)`` on the model's device and dtype."""
+        return self.rows.x
+
+    @property
+    def covariates(self) -> Mapping[str, torch.Tensor]:
+        """Per-row covariates passed to model and guide."""
+        return self.rows.covariates
+
+    @property
+    def groups(self) -> torch.Tensor | None:
+        """The ``"groups"`` covariate, for callers that still pass ``groups=`` on."""
+        return self.rows.covariates.get("groups")
 
 
 def column_names(data: Any, fit: Any, width: int) -> tuple[str, ...]:
     """Column names: the DataFrame's, else the Dataset's or the fit's, else ``x0, x1, ...``."""
     names = None
-    if hasattr(data, "columns") and data.columns is not None:
+    if isinstance(data, Rows) and data.info.columns is not None:
+        names = tuple(data.info.columns)
+    elif hasattr(data, "columns") and data.columns is not None:
         names = tuple(str(c) for c in data.columns)
     elif getattr(getattr(fit, "data", None), "columns", None) is not None:
         names = tuple(fit.data.columns)
@@ -79,13 +97,15 @@ def column_names(data: Any, fit: Any, width: int) -> tuple[str, ...]:
     return names
 
 
-def read_inputs(fit: Any, data: Any, groups: Any = None) -> Inputs:
-    """Resolve ``fit`` to (model, guide) and validate ``data`` against the model."""
+def read_inputs(
+    fit: Any, data: Any, groups: Any = None, covariates: Mapping[str, Any] | None = None
+) -> Inputs:
+    """Resolve ``fit`` to (model, guide) and validate ``data`` and its covariates once."""
     model, guide = resolve(fit)
-    x, g = prepare(model, guide, data, groups)
+    rows = prepare(model, guide, data, groups=groups, covariates=covariates)
     labels = getattr(data, "labels", None)
     labels = None if labels is None else np.asarray(labels)
-    return Inputs(model, guide, x, g, column_names(data, fit, x.shape[1]), labels)
+    return Inputs(model, guide, rows, column_names(data, fit, rows.x.shape[1]), labels)
 
 
 @contextlib.contextmanager
@@ -117,9 +137,8 @@ def draw_importance_samples(
         return importance_log_weights(
             inputs.model,
             inputs.guide,
-            inputs.x,
+            inputs.rows,
             num_samples=num_samples,
-            groups=inputs.groups,
             chunk_size=chunk_size,
             globals_once=globals_once,
             return_samples=return_samples,
@@ -169,7 +188,7 @@ def replicate(
     chunk = chunk_size or default_chunk_size(x.shape[1])
     out = _Replicates((num, n), _numpy_dtype(x.dtype))
     with scoring_mode(model), evaluation_mode(model, guide), seeded(seed, x.device):
-        scorer = TraceScorer(model, guide, x, groups=inputs.groups, vectorize=samples.vectorized)
+        scorer = TraceScorer(model, guide, inputs.rows, vectorize=samples.vectorized)
         # without a shared global draw (globals_once=False) each sample has its own g^s
         shared = samples.globals_once or not samples.global_sites
         for first in [0] if shared else range(num):

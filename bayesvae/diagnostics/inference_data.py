@@ -33,8 +33,7 @@ from bayesvae.diagnostics._common import (
     replicate,
     require_arviz,
 )
-from bayesvae.evaluation._inputs import check_positive_int
-from bayesvae.evaluation._traces import ImportanceSamples
+from bayesvae.scoring import ImportanceSamples, check_positive_int
 
 __all__ = [
     "Group",
@@ -214,6 +213,7 @@ def to_inference_data(
     num_samples: int = 100,
     seed: int | None = 0,
     groups: Any = None,
+    covariates: Mapping[str, Any] | None = None,
     globals_once: bool | None = None,
     posterior_predictive: bool = True,
     chunk_size: int | None = None,
@@ -224,7 +224,7 @@ def to_inference_data(
     ----------
     fit : FitResult or (model, guide)
         A fitted model and guide.
-    x : Tensor, ndarray or DataFrame of shape (N, d)
+    x : Tensor, ndarray, DataFrame of shape (N, d), or Rows
         Data; a DataFrame's column names become the ``feature`` coordinates and its index
         the ``obs`` coordinates.
     num_samples : int, default 100
@@ -232,7 +232,9 @@ def to_inference_data(
     seed : int or None, default 0
         Seed for all draws (the caller's RNG state is restored).
     groups : array-like of int, optional
-        Group labels, for priors that use them.
+        Group labels, for priors that use them (shorthand for ``covariates={"groups": ...}``).
+    covariates : mapping of str to array-like of shape (N, ...), optional
+        Per-row side information passed to model and guide as keywords.
     globals_once : bool, optional
         ``True``: one global draw :math:`g \sim q(g)` shared by all draws (the convention of
         :func:`~bayesvae.evaluation.log_marginal_likelihood`); ``False``: a fresh
@@ -286,7 +288,7 @@ def to_inference_data(
     check_positive_int("num_samples", num_samples)
     if globals_once is not None and not isinstance(globals_once, bool):
         raise TypeError(f"globals_once must be True, False or None, got {globals_once!r}")
-    inputs = read_inputs(fit, x, groups)
+    inputs = read_inputs(fit, x, groups, covariates)
     if globals_once is None:
         globals_once = not _has_global_sites(inputs)
     iw = draw_importance_samples(

@@ -22,6 +22,7 @@ References
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,9 +33,9 @@ import torch
 from torch.distributions import kl_divergence
 
 from bayesvae.diagnostics._common import read_inputs, scoring_mode
-from bayesvae.evaluation._inputs import check_positive_int
-from bayesvae.evaluation._traces import (
+from bayesvae.scoring import (
     TraceScorer,
+    check_positive_int,
     default_chunk_size,
     evaluation_mode,
     seeded,
@@ -110,6 +111,7 @@ def latent_summary(
     num_samples: int = 10,
     seed: int | None = 0,
     groups: Any = None,
+    covariates: Mapping[str, Any] | None = None,
     threshold: float = 0.01,
     chunk_size: int | None = None,
 ) -> LatentSummary:
@@ -119,14 +121,16 @@ def latent_summary(
     ----------
     fit : FitResult or (model, guide)
         A fitted model and guide.
-    x : Tensor, ndarray or DataFrame of shape (N, d)
+    x : Tensor, ndarray, DataFrame of shape (N, d), or Rows
         Data.
     num_samples : int, default 10
         Draws per point for Monte Carlo KL terms and sample means.
     seed : int or None, default 0
         Seed for the draws.
     groups : array-like of int, optional
-        Group labels, for priors that use them.
+        Group labels, for priors that use them (shorthand for ``covariates={"groups": ...}``).
+    covariates : mapping of str to array-like of shape (N, ...), optional
+        Per-row side information passed to model and guide as keywords.
     threshold : float, default 0.01
         Activity threshold of an active unit.
     chunk_size : int, optional
@@ -140,7 +144,7 @@ def latent_summary(
     check_positive_int("num_samples", num_samples)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or threshold < 0:
         raise ValueError(f"threshold must be a non-negative number, got {threshold!r}")
-    inputs = read_inputs(fit, x, groups)
+    inputs = read_inputs(fit, x, groups, covariates)
     xt = inputs.x
     n = xt.shape[0]
     chunk = chunk_size or default_chunk_size(xt.shape[1])
@@ -149,7 +153,7 @@ def latent_summary(
     kl_sum: dict[str, torch.Tensor] = {}
     method: dict[str, str] = {}
     with scoring_mode(inputs.model), evaluation_mode(inputs.model, inputs.guide), seeded(seed, xt.device):
-        scorer = TraceScorer(inputs.model, inputs.guide, xt, groups=inputs.groups)
+        scorer = TraceScorer(inputs.model, inputs.guide, inputs.rows)
         draw = scorer.draw_globals()
         for start in range(0, n, n_block):
             rows = torch.arange(start, min(start + n_block, n), device=xt.device)

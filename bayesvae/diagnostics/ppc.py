@@ -33,7 +33,7 @@ References
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from bayesvae.diagnostics._common import draw_importance_samples, read_inputs, replicate
-from bayesvae.evaluation._inputs import check_positive_int
+from bayesvae.scoring import check_positive_int
 
 __all__ = ["PPCResult", "ppc_pvalues", "posterior_predictive_check", "MAX_CORRELATION_COLUMNS"]
 
@@ -317,6 +317,7 @@ def posterior_predictive_check(
     num_samples: int = 100,
     seed: int | None = 0,
     groups: Any = None,
+    covariates: Mapping[str, Any] | None = None,
     alpha: float = 0.01,
     chunk_size: int | None = None,
 ) -> PPCResult:
@@ -326,7 +327,7 @@ def posterior_predictive_check(
     ----------
     fit : FitResult or (model, guide)
         A fitted model and guide.
-    x : Tensor, ndarray or DataFrame of shape (N, d)
+    x : Tensor, ndarray, DataFrame of shape (N, d), or Rows
         Data; a DataFrame's column names label the statistics.
     num_samples : int, default 100
         :math:`S`, replicated data sets (one draw :math:`z_n^s \sim q(z \mid x_n)` per point
@@ -335,7 +336,9 @@ def posterior_predictive_check(
     seed : int or None, default 0
         Seed for the draws.
     groups : array-like of int, optional
-        Group labels, for priors that use them.
+        Group labels, for priors that use them (shorthand for ``covariates={"groups": ...}``).
+    covariates : mapping of str to array-like of shape (N, ...), optional
+        Per-row side information passed to model and guide as keywords.
     alpha : float, default 0.01
         Level of one statistic (see :class:`PPCResult`).
     chunk_size : int, optional
@@ -375,7 +378,7 @@ def posterior_predictive_check(
     """
     check_positive_int("num_samples", num_samples)
     alpha = _check_alpha(alpha)
-    inputs = read_inputs(fit, x, groups)
+    inputs = read_inputs(fit, x, groups, covariates)
     has_globals = bool(getattr(getattr(inputs.model, "prior", None), "global_sites", lambda: ())())
     iw = draw_importance_samples(
         inputs, num_samples=num_samples, seed=seed, globals_once=not has_globals, return_samples=True, chunk_size=chunk_size

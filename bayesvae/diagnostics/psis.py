@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +52,7 @@ import pandas as pd
 import torch
 
 from bayesvae.diagnostics._common import draw_importance_samples, read_inputs, require_arviz
-from bayesvae.evaluation._inputs import check_positive_int
+from bayesvae.scoring import check_positive_int
 
 __all__ = [
     "PSISResult",
@@ -340,6 +341,7 @@ def psis_diagnostic(
     num_samples: int = 1000,
     seed: int | None = 0,
     groups: Any = None,
+    covariates: Mapping[str, Any] | None = None,
     threshold: float = 0.7,
     chunk_size: int | None = None,
 ) -> ParetoDiagnostic:
@@ -349,14 +351,16 @@ def psis_diagnostic(
     ----------
     fit : FitResult or (model, guide)
         A fitted model and guide (the package's or hand-written Pyro functions).
-    x : Tensor, ndarray or DataFrame of shape (N, d)
+    x : Tensor, ndarray, DataFrame of shape (N, d), or Rows
         Data (validated against the model's likelihood).
     num_samples : int, default 1000
         :math:`S`, draws from the guide per point (at least :data:`MIN_SAMPLES`).
     seed : int or None, default 0
         Seed for the draws (the caller's RNG state is restored).
     groups : array-like of int, optional
-        Group labels, for priors that use them.
+        Group labels, for priors that use them (shorthand for ``covariates={"groups": ...}``).
+    covariates : mapping of str to array-like of shape (N, ...), optional
+        Per-row side information passed to model and guide as keywords.
     threshold : float, default 0.7
         :math:`\hat k` above which a point is flagged.
     chunk_size : int, optional
@@ -419,7 +423,7 @@ def psis_diagnostic(
         raise ValueError(
             f"PSIS needs at least {MIN_SAMPLES} draws per point to fit the tail of the weights; got num_samples={num_samples}. Use num_samples >= {MIN_SAMPLES} (1000 is typical)."
         )
-    inputs = read_inputs(fit, x, groups)
+    inputs = read_inputs(fit, x, groups, covariates)
     iw = draw_importance_samples(inputs, num_samples=num_samples, seed=seed, chunk_size=chunk_size)
     return diagnose_weights(iw, threshold=threshold)
 

@@ -7,21 +7,28 @@
 * :func:`amortization_gap` -- amortization and approximation gaps per point.
 * :func:`evaluate` -- all of them as one labelled row.
 * :func:`importance_log_weights` -- the shared kernel: per-point log weights from traces
-  (see :mod:`bayesvae.evaluation._traces` for the estimator with global latents).
+  (re-exported from :mod:`bayesvae.scoring`, which holds the estimator with global latents).
+
+Every function accepts a :class:`~bayesvae.FitResult` or a ``(model, guide)`` pair, data as a
+tensor, ndarray, DataFrame or :class:`~bayesvae.convention.Rows`, and per-row covariates as
+``covariates=`` (or group labels as ``groups=``), validated once by
+:func:`bayesvae.scoring.prepare`.
 """
 
-from bayesvae.evaluation._traces import (
+from __future__ import annotations
+
+from bayesvae.evaluation.active_units import ActiveUnits, active_units
+from bayesvae.evaluation.elbo_parts import ELBODecomposition, elbo_decomposition
+from bayesvae.evaluation.gaps import InferenceGaps, amortization_gap
+from bayesvae.evaluation.marginal_likelihood import MarginalLikelihood, log_marginal_likelihood
+from bayesvae.evaluation.summary import METRICS, evaluate, evaluate_row
+from bayesvae.scoring import (
     GlobalDraw,
     ImportanceChunk,
     ImportanceSamples,
     TraceScorer,
     importance_log_weights,
 )
-from bayesvae.evaluation.active_units import ActiveUnits, active_units
-from bayesvae.evaluation.elbo_parts import ELBODecomposition, elbo_decomposition
-from bayesvae.evaluation.gaps import InferenceGaps, amortization_gap
-from bayesvae.evaluation.marginal_likelihood import MarginalLikelihood, log_marginal_likelihood
-from bayesvae.evaluation.summary import METRICS, evaluate
 
 __all__ = [
     "log_marginal_likelihood",
@@ -33,6 +40,7 @@ __all__ = [
     "amortization_gap",
     "InferenceGaps",
     "evaluate",
+    "evaluate_row",
     "METRICS",
     "importance_log_weights",
     "ImportanceSamples",

@@ -2,22 +2,26 @@ r"""Active units: latent dimensions whose posterior mean varies with the data.""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 import torch
 
-from bayesvae.evaluation._inputs import check_positive_int, prepare, resolve
-from bayesvae.evaluation._traces import (
+from bayesvae.scoring import (
+    GlobalDraw,
     TraceScorer,
-    _blocks,
+    block_shape,
+    check_positive_int,
     default_chunk_size,
-    evaluation_mode,
-    seeded,
+    prepare,
+    resolve,
+    row_blocks,
+    scoring_session,
 )
 
-__all__ = ["ActiveUnits", "active_units"]
+__all__ = ["ActiveUnits", "active_units", "posterior_means"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,7 @@ def active_units(
     num_samples: int = 1,
     seed: int | None = 0,
     groups: Any = None,
+    covariates: Mapping[str, Any] | None = None,
     chunk_size: int | None = None,
     vectorize: bool | None = None,
 ) -> ActiveUnits:
@@ -83,7 +88,7 @@ def active_units(
     ----------
     fit : FitResult or (model, guide)
         A fitted model and guide.
-    x : Tensor, ndarray or DataFrame of shape (N, d)
+    x : Tensor, ndarray, DataFrame of shape (N, d), or Rows
         Data.
     threshold : float, default 0.01
         Activity threshold on :math:`A_u`.
@@ -96,7 +101,9 @@ def active_units(
     seed : int or None, default 0
         Seed for the draws.
     groups : array-like of int, optional
-        Group labels, for priors that use them.
+        Group labels, for priors that use them (shorthand for ``covariates={"groups": ...}``).
+    covariates : mapping of str to array-like of shape (N, ...), optional
+        Per-row side information passed to model and guide as keywords.
     chunk_size : int, optional
         Largest number of (sample, point) pairs evaluated at once.
     vectorize : bool or None
@@ -132,9 +139,8 @@ def active_units(
     check_positive_int("num_samples", num_samples)
     if chunk_size is not None:
         check_positive_int("chunk_size", chunk_size)
-    xt, g = prepare(model, guide, x, groups)
-    with torch.no_grad(), evaluation_mode(model, guide), seeded(seed, xt.device):
-        scorer = TraceScorer(model, guide, xt, groups=g, vectorize=vectorize)
+    rows = prepare(model, guide, x, groups=groups, covariates=covariates)
+    with scoring_session(model, guide, rows, seed=seed, vectorize=vectorize) as scorer:
         draw = scorer.draw_globals()
         means, method = posterior_means(scorer, draw, num_samples, chunk_size)
     variance = {k: v.double().var(0, unbiased=False).to(v.dtype) for k, v in means.items()}
@@ -149,15 +155,34 @@ def active_units(
 
 
 def posterior_means(
-    scorer: TraceScorer, draw, num_samples: int, chunk_size: int | None
+    scorer: TraceScorer, draw: GlobalDraw, num_samples: int, chunk_size: int | None
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Per-point posterior means of each local site, flattened to (N, dim), and how they were got."""
+    r"""Per-point posterior means :math:`\mathbb E_q[z_n]` of each local site (the kernel of :func:`active_units`).
+
+    Parameters
+    ----------
+    scorer : TraceScorer
+        The model/guide pair on its data, opened by
+        :func:`~bayesvae.scoring.scoring_session`.
+    draw : GlobalDraw
+        The global sites' draw the means are conditional on.
+    num_samples : int
+        Draws per point over which each site's conditional mean is averaged.
+    chunk_size : int or None
+        Largest number of (sample, point) pairs evaluated at once.
+
+    Returns
+    -------
+    means : dict of str to Tensor of shape (N, dim)
+        Each local site's mean, event dims flattened.
+    method : dict of str to str
+        ``"analytic mean"`` or ``"sample mean"`` per site.
+    """
     x, n = scorer.x, scorer.num_data
-    s_block, n_block = _blocks(num_samples, n, chunk_size or default_chunk_size(x.shape[1]))
+    s_block, n_block = block_shape(num_samples, n, chunk_size or default_chunk_size(x.shape[1]))
     sums: dict[str, torch.Tensor] = {}
     method: dict[str, str] = {}
-    for start in range(0, n, n_block):
-        rows = torch.arange(start, min(start + n_block, n), device=x.device)
+    for rows in row_blocks(n, n_block, x.device):
         for s0 in range(0, num_samples, s_block):
             size = min(s_block, num_samples - s0)
             for guide_trace, _, particle in scorer.traces(rows, size, draw):

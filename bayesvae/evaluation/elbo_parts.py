@@ -3,6 +3,7 @@ r"""The ELBO and its parts: reconstruction, KL, and the "ELBO surgery" split of 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,22 +11,29 @@ import pandas as pd
 import torch
 from torch.distributions import kl_divergence
 
-from bayesvae.evaluation._inputs import check_positive_int, prepare, resolve
-from bayesvae.evaluation._traces import (
-    _SHAPE_ERRORS,
+from bayesvae.scoring import (
+    SHAPE_ERRORS,
     GlobalDraw,
     TraceScorer,
-    _blocks,
-    _data_frame,
-    _reduce,
-    _sample_sites,
-    _site_log_prob,
+    block_shape,
+    check_positive_int,
     default_chunk_size,
-    evaluation_mode,
-    seeded,
+    plate_frame,
+    prepare,
+    reduce_log_prob,
+    resolve,
+    row_blocks,
+    sample_sites,
+    scoring_session,
+    site_log_prob,
 )
 
-__all__ = ["ELBODecomposition", "elbo_decomposition", "aggregate_mutual_information"]
+__all__ = [
+    "ELBODecomposition",
+    "elbo_decomposition",
+    "elbo_decomposition_from_scorer",
+    "aggregate_mutual_information",
+]
 
 ANALYTIC = "analytic"
 MONTE_CARLO = "monte carlo"
@@ -118,7 +126,7 @@ def _site_kl(
     q_site: dict, p_site: dict, width: int, plate: str, particles: int
 ) -> tuple[torch.Tensor, str]:
     """Per-point KL of one local site, (S or 1, n), analytic if torch registers it."""
-    frame = _data_frame(q_site, plate)
+    frame = plate_frame(q_site, plate)
     name = q_site["name"]
     if q_site.get("mask") is None and p_site.get("mask") is None:
         q_fn, p_fn = q_site["fn"], p_site["fn"]
@@ -126,12 +134,12 @@ def _site_kl(
             # some registered KLs do not broadcast batch shapes themselves
             batch = torch.broadcast_shapes(q_fn.batch_shape, p_fn.batch_shape)
             kl = kl_divergence(q_fn.expand(batch), p_fn.expand(batch))
-        except (NotImplementedError, *_SHAPE_ERRORS):
+        except (NotImplementedError, *SHAPE_ERRORS):
             pass
         else:
-            return _reduce(kl, width, frame.dim, name, particles), ANALYTIC
-    lq = _reduce(_site_log_prob(q_site), width, frame.dim, name, particles)
-    lp = _reduce(_site_log_prob(p_site), width, frame.dim, name, particles)
+            return reduce_log_prob(kl, width, frame.dim, name, particles), ANALYTIC
+    lq = reduce_log_prob(site_log_prob(q_site), width, frame.dim, name, particles)
+    lp = reduce_log_prob(site_log_prob(p_site), width, frame.dim, name, particles)
     return lq - lp, MONTE_CARLO
 
 
@@ -156,10 +164,9 @@ def aggregate_mutual_information(
     flat = {k: v.reshape((m_draws * n,) + tuple(v.shape[2:])) for k, v in values.items()}
     total = m_draws * n
     chunk = chunk_size or default_chunk_size(scorer.x.shape[1])
-    b_block, m_block = _blocks(total, n, chunk)
+    b_block, m_block = block_shape(total, n, chunk)
     lse = scorer.full(total, -math.inf)
-    for start in range(0, n, m_block):
-        rows = torch.arange(start, min(start + m_block, n), device=scorer.x.device)
+    for rows in row_blocks(n, m_block, scorer.x.device):
         for b0 in range(0, total, b_block):
             b1 = min(b0 + b_block, total)
             block = {k: v[b0:b1] for k, v in flat.items()}
@@ -177,6 +184,7 @@ def elbo_decomposition(
     mi_samples: int = 1,
     seed: int | None = 0,
     groups: Any = None,
+    covariates: Mapping[str, Any] | None = None,
     chunk_size: int | None = None,
     vectorize: bool | None = None,
 ) -> ELBODecomposition:
@@ -212,14 +220,14 @@ def elbo_decomposition(
     with ``mi_samples`` (:math:`M`) draws per point and the mixture density over all
     :math:`N` points computed exactly (cost :math:`O(M N^2)`). Each bracket is at most
     :math:`\log N`, so :math:`\hat I \le \log N` always. The marginal KL is the average KL
-    minus :math:`\hat I`. Global sites are drawn once (see
-    :mod:`bayesvae.evaluation._traces`) and the local terms are conditional on that draw.
+    minus :math:`\hat I`. Global sites are drawn once (see :mod:`bayesvae.scoring`) and
+    the local terms are conditional on that draw.
 
     Parameters
     ----------
     fit : FitResult or (model, guide)
         A fitted model and guide.
-    x : Tensor, ndarray or DataFrame of shape (N, d)
+    x : Tensor, ndarray, DataFrame of shape (N, d), or Rows
         Data; the mutual information is that of the index over *these* N points.
     num_samples : int, default 100
         Draws per point for the reconstruction term.
@@ -228,7 +236,9 @@ def elbo_decomposition(
     seed : int or None, default 0
         Seed for the draws (the global RNG state is restored).
     groups : array-like of int, optional
-        Group labels, for priors that use them.
+        Group labels, for priors that use them (shorthand for ``covariates={"groups": ...}``).
+    covariates : mapping of str to array-like of shape (N, ...), optional
+        Per-row side information passed to model and guide as keywords.
     chunk_size : int, optional
         Largest number of (sample, point) pairs evaluated at once.
     vectorize : bool or None
@@ -271,14 +281,36 @@ def elbo_decomposition(
         )
     if chunk_size is not None:
         check_positive_int("chunk_size", chunk_size)
-    xt, g = prepare(model, guide, x, groups)
-    with torch.no_grad(), evaluation_mode(model, guide), seeded(seed, xt.device):
-        scorer = TraceScorer(model, guide, xt, groups=g, vectorize=vectorize)
+    rows = prepare(model, guide, x, groups=groups, covariates=covariates)
+    with scoring_session(model, guide, rows, seed=seed, vectorize=vectorize) as scorer:
         draw = scorer.draw_globals()
-        return _decompose(scorer, draw, num_samples, mi_samples, chunk_size)
+        return elbo_decomposition_from_scorer(scorer, draw, num_samples, mi_samples, chunk_size)
 
 
-def _decompose(
+def _trace_terms(
+    scorer: TraceScorer, guide_trace, model_trace, n: int, particle: int, methods: dict[str, str]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Reconstruction, KL and log q of one (guide, model) trace pair, each (S or 1, n)."""
+    width, plate, particles = scorer.nesting + 1, scorer.data_plate, particle or 1
+    rec = scorer.zeros((1, n))
+    for site in sample_sites(model_trace):
+        if site["is_observed"]:
+            frame = plate_frame(site, plate)
+            rec = rec + reduce_log_prob(site_log_prob(site), width, frame.dim, site["name"], particles)
+    k_sum = scorer.zeros((1, n))
+    lq_sum = scorer.zeros((1, n))
+    for name in scorer.local_sites:
+        q_site, p_site = guide_trace.nodes[name], model_trace.nodes[name]
+        k, method = _site_kl(q_site, p_site, width, plate, particles)
+        if methods.get(name) != MONTE_CARLO:
+            methods[name] = method
+        k_sum = k_sum + k
+        frame = plate_frame(q_site, plate)
+        lq_sum = lq_sum + reduce_log_prob(site_log_prob(q_site), width, frame.dim, name, particles)
+    return rec, k_sum, lq_sum
+
+
+def elbo_decomposition_from_scorer(
     scorer: TraceScorer,
     draw: GlobalDraw,
     num_samples: int,
@@ -287,43 +319,42 @@ def _decompose(
     *,
     with_mi: bool = True,
 ) -> ELBODecomposition:
-    """The decomposition on a scorer; ``with_mi=False`` skips the O(N^2) mutual information (NaN)."""
+    r""":func:`elbo_decomposition` on an open scorer and global draw (the labelled kernel).
+
+    Parameters
+    ----------
+    scorer : TraceScorer
+        The model/guide pair on its data, opened by
+        :func:`~bayesvae.scoring.scoring_session`.
+    draw : GlobalDraw
+        The global sites' draw every local term is conditional on.
+    num_samples, mi_samples : int
+        Draws per point for the reconstruction and for the mutual information
+        (``mi_samples <= num_samples``: the first draws of each point are reused).
+    chunk_size : int or None
+        Largest number of (sample, point) pairs evaluated at once.
+    with_mi : bool, default True
+        ``False`` skips the :math:`O(M N^2)` mutual information (then NaN).
+
+    Returns
+    -------
+    ELBODecomposition
+    """
     x, n = scorer.x, scorer.num_data
-    width = scorer.nesting + 1
     chunk = chunk_size or default_chunk_size(x.shape[1])
     # every point block must hold its first mi_samples draws in one block
-    s_block, n_block = _blocks(num_samples, n, max(chunk, mi_samples))
+    s_block, n_block = block_shape(num_samples, n, max(chunk, mi_samples))
     recon = scorer.zeros(n)
     kl = scorer.zeros(n)
     methods: dict[str, str] = {}
     mi_values: dict[str, torch.Tensor] = {}
     mi_log_q = scorer.zeros((mi_samples, n))
-    for start in range(0, n, n_block):
-        rows = torch.arange(start, min(start + n_block, n), device=x.device)
+    for rows in row_blocks(n, n_block, x.device):
         for s0 in range(0, num_samples, s_block):
             size = min(s_block, num_samples - s0)
-            traces = scorer.traces(rows, size, draw)
             got = 0
-            for guide_trace, model_trace, particle in traces:
-                rec = scorer.zeros((1, rows.shape[0]))
-                for site in _sample_sites(model_trace):
-                    if site["is_observed"]:
-                        frame = _data_frame(site, scorer.data_plate)
-                        rec = rec + _reduce(
-                            _site_log_prob(site), width, frame.dim, site["name"], particle or 1
-                        )
-                k_sum = scorer.zeros((1, rows.shape[0]))
-                lq_sum = scorer.zeros((1, rows.shape[0]))
-                for name in scorer.local_sites:
-                    q_site, p_site = guide_trace.nodes[name], model_trace.nodes[name]
-                    k, method = _site_kl(q_site, p_site, width, scorer.data_plate, particle or 1)
-                    if methods.get(name) != MONTE_CARLO:
-                        methods[name] = method
-                    k_sum = k_sum + k
-                    frame = _data_frame(q_site, scorer.data_plate)
-                    lq_sum = lq_sum + _reduce(
-                        _site_log_prob(q_site), width, frame.dim, name, particle or 1
-                    )
+            for guide_trace, model_trace, particle in scorer.traces(rows, size, draw):
+                rec, k_sum, lq_sum = _trace_terms(scorer, guide_trace, model_trace, rows.shape[0], particle, methods)
                 draws = size if particle else 1
                 recon[rows] += rec.expand(draws, -1).sum(0)
                 kl[rows] += k_sum.expand(draws, -1).sum(0)

@@ -10,13 +10,13 @@ import pandas as pd
 import pyro
 import torch
 
-from bayesvae.evaluation._inputs import check_positive_int, prepare, resolve
-from bayesvae.evaluation._traces import TraceScorer, evaluation_mode, seeded
+from bayesvae.convention import Call as _Call
+from bayesvae.evaluation._gaps_inputs import TraceScorer, check_positive_int, prepare, resolve
 from bayesvae.evaluation.marginal_likelihood import iwae_kernel
-from bayesvae.guides._parts import GlobalGuide
-from bayesvae.guides.meanfield import MeanFieldGuide
-from bayesvae.infer import _Call, make_elbo
-from bayesvae.models.vae import VAE
+from bayesvae.guides import GlobalGuide, MeanFieldGuide
+from bayesvae.models import VAE
+from bayesvae.objectives import make_elbo
+from bayesvae.scoring import evaluation_mode, seeded
 
 __all__ = ["InferenceGaps", "amortization_gap", "supports_amortization_gap"]
 

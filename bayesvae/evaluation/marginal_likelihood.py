@@ -3,24 +3,29 @@ r"""The importance-weighted estimate of the marginal likelihood :math:`\log p(x)
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 import torch
 
-from bayesvae.evaluation._inputs import check_positive_int, prepare, resolve
-from bayesvae.evaluation._traces import (
-    DATA_PLATE,
+from bayesvae.scoring import (
     GlobalDraw,
     TraceScorer,
-    evaluation_mode,
+    check_positive_int,
     iter_importance_chunks,
-    seeded,
+    prepare,
+    resolve,
+    scoring_session,
 )
 
-__all__ = ["MarginalLikelihood", "log_marginal_likelihood", "iwae_kernel"]
+__all__ = [
+    "MarginalLikelihood",
+    "log_marginal_likelihood",
+    "marginal_likelihood_from_scorer",
+    "iwae_kernel",
+]
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,7 @@ def log_marginal_likelihood(
     num_samples: int = 1000,
     seed: int | None = 0,
     groups: Any = None,
+    covariates: Mapping[str, Any] | None = None,
     chunk_size: int | None = None,
     vectorize: bool | None = None,
 ) -> MarginalLikelihood:
@@ -121,24 +127,27 @@ def log_marginal_likelihood(
     it as :math:`K \to \infty` (for a proposal whose support covers the posterior's) [1]_.
     Global sites :math:`g` are drawn once from their guide and shared by all points and
     samples; their log weight enters as the per-point share :math:`\frac1N \log p(g)/q(g)`,
-    so the per-point values sum to the data-set bound of :mod:`bayesvae.evaluation._traces`
+    so the per-point values sum to the data-set bound of :mod:`bayesvae.scoring`
     (a model without global sites has no such term, and each point's value is its own IWAE).
 
     Parameters
     ----------
     fit : FitResult or (model, guide)
         A fitted model and guide (the package's, or hand-written Pyro functions).
-    x : Tensor, ndarray or DataFrame of shape (N, d)
-        Data (validated against the model's likelihood).
+    x : Tensor, ndarray, DataFrame of shape (N, d), or Rows
+        Data (validated against the model's likelihood; a
+        :class:`~bayesvae.convention.Rows` is taken as validated and carries its covariates).
     num_samples : int, default 1000
         :math:`K`, importance samples per point.
     seed : int or None, default 0
         Seed for the draws (the global RNG state is restored); ``None`` uses the current stream.
     groups : array-like of int, optional
-        Group labels, for priors that use them.
+        Group labels, for priors that use them (shorthand for ``covariates={"groups": ...}``).
+    covariates : mapping of str to array-like of shape (N, ...), optional
+        Per-row side information passed to model and guide as keywords.
     chunk_size : int, optional
         Largest number of (sample, point) pairs evaluated at once
-        (:func:`~bayesvae.evaluation._traces.default_chunk_size` by default).
+        (:func:`~bayesvae.scoring.default_chunk_size` by default).
     vectorize : bool or None
         Draw samples in a particle plate (``None``: try, then fall back to a loop).
 
@@ -185,28 +194,25 @@ def log_marginal_likelihood(
     check_positive_int("num_samples", num_samples)
     if chunk_size is not None:
         check_positive_int("chunk_size", chunk_size)
-    xt, g = prepare(model, guide, x, groups)
-    return _log_marginal_likelihood(
-        model, guide, xt, g, num_samples=num_samples, seed=seed, chunk_size=chunk_size, vectorize=vectorize
-    )
-
-
-def _log_marginal_likelihood(
-    model: Callable,
-    guide: Callable,
-    x: torch.Tensor,
-    groups: torch.Tensor | None,
-    *,
-    num_samples: int,
-    seed: int | None,
-    chunk_size: int | None,
-    vectorize: bool | None,
-    data_plate: str = DATA_PLATE,
-) -> MarginalLikelihood:
-    with torch.no_grad(), evaluation_mode(model, guide), seeded(seed, x.device):
-        scorer = TraceScorer(model, guide, x, groups=groups, vectorize=vectorize, data_plate=data_plate)
+    rows = prepare(model, guide, x, groups=groups, covariates=covariates)
+    with scoring_session(model, guide, rows, seed=seed, vectorize=vectorize) as scorer:
         draw = scorer.draw_globals()
-        log_mean, mean_log, ess = iwae_kernel(scorer, num_samples, draw, chunk_size=chunk_size)
+        return marginal_likelihood_from_scorer(scorer, draw, num_samples, chunk_size=chunk_size)
+
+
+def marginal_likelihood_from_scorer(
+    scorer: TraceScorer,
+    draw: GlobalDraw,
+    num_samples: int,
+    *,
+    chunk_size: int | None = None,
+) -> MarginalLikelihood:
+    r""":func:`log_marginal_likelihood` on an open scorer and global draw (the labelled kernel).
+
+    :func:`iwae_kernel` streams the local weights; the global draw's share
+    :math:`\frac1N \log p(g)/q(g)` is added to every point here.
+    """
+    log_mean, mean_log, ess = iwae_kernel(scorer, num_samples, draw, chunk_size=chunk_size)
     share = draw.log_weight / scorer.num_data
     per_point = log_mean + share
     elbo = mean_log + share

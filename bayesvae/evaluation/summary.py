@@ -3,21 +3,22 @@ r"""All the evaluation metrics of one fit on one data set, as one labelled row."
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 import torch
 from torch import nn
 
-from bayesvae.evaluation._inputs import check_positive_int, prepare, resolve
-from bayesvae.evaluation._traces import TraceScorer, evaluation_mode, seeded
+from bayesvae.convention import Rows
 from bayesvae.evaluation.active_units import posterior_means
-from bayesvae.evaluation.elbo_parts import _decompose
+from bayesvae.evaluation.elbo_parts import elbo_decomposition_from_scorer
 from bayesvae.evaluation.gaps import amortization_gap, supports_amortization_gap
-from bayesvae.evaluation.marginal_likelihood import _log_marginal_likelihood
+from bayesvae.evaluation.marginal_likelihood import marginal_likelihood_from_scorer
 from bayesvae.infer import FitResult
+from bayesvae.scoring import check_positive_int, prepare, resolve, scoring_session
 
-__all__ = ["evaluate", "METRICS"]
+__all__ = ["evaluate", "evaluate_row", "METRICS"]
 
 #: Columns of :func:`evaluate`, in order, with what each holds.
 METRICS: dict[str, str] = {
@@ -57,6 +58,7 @@ def evaluate(
     num_samples: int = 1000,
     seed: int | None = 0,
     groups: Any = None,
+    covariates: Mapping[str, Any] | None = None,
     threshold: float = 0.01,
     elbo_samples: int = 100,
     gaps: bool = False,
@@ -74,14 +76,16 @@ def evaluate(
     ----------
     fit : FitResult or (model, guide)
         A fitted model and guide.
-    x : Tensor, ndarray or DataFrame of shape (N, d)
+    x : Tensor, ndarray, DataFrame of shape (N, d), or Rows
         Data (usually held out).
     num_samples : int, default 1000
         Importance samples per point for :math:`\log \hat p(x)`.
     seed : int or None, default 0
         Seed for all draws.
     groups : array-like of int, optional
-        Group labels, for priors that use them.
+        Group labels, for priors that use them (shorthand for ``covariates={"groups": ...}``).
+    covariates : mapping of str to array-like of shape (N, ...), optional
+        Per-row side information passed to model and guide as keywords.
     threshold : float, default 0.01
         Activity threshold of the active units.
     elbo_samples : int, default 100
@@ -101,12 +105,13 @@ def evaluate(
         One row; the columns are :data:`METRICS`. ``frame.attrs["log_px_per_point"]`` holds
         the per-point :math:`\log \hat p(x_n)` as a float64 numpy array.
     """
-    row, per_point = _evaluate(
+    row, per_point = evaluate_row(
         fit,
         x,
         num_samples=num_samples,
         seed=seed,
         groups=groups,
+        covariates=covariates,
         threshold=threshold,
         elbo_samples=elbo_samples,
         gaps=gaps,
@@ -118,34 +123,51 @@ def evaluate(
     return frame
 
 
-def _evaluate(
-    fit: Any,
-    x: Any,
-    *,
-    num_samples: int,
-    seed: int | None,
-    groups: Any,
-    threshold: float,
-    elbo_samples: int,
-    gaps: bool,
-    gap_points: int | None,
-    chunk_size: int | None,
-) -> tuple[dict[str, float], torch.Tensor]:
-    model, guide = resolve(fit)
+def _check_arguments(
+    num_samples: int, elbo_samples: int, gap_points: int | None, threshold: float
+) -> None:
     check_positive_int("num_samples", num_samples)
     check_positive_int("elbo_samples", elbo_samples)
     if gap_points is not None:
         check_positive_int("gap_points", gap_points)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold >= 0:
         raise ValueError(f"threshold must be a non-negative number, got {threshold!r}")
-    xt, g = prepare(model, guide, x, groups)
-    lml = _log_marginal_likelihood(
-        model, guide, xt, g, num_samples=num_samples, seed=seed, chunk_size=chunk_size, vectorize=None
-    )
-    with torch.no_grad(), evaluation_mode(model, guide), seeded(seed, xt.device):
-        scorer = TraceScorer(model, guide, xt, groups=g)
+
+
+def evaluate_row(
+    fit: Any,
+    x: Any,
+    *,
+    num_samples: int = 1000,
+    seed: int | None = 0,
+    groups: Any = None,
+    covariates: Mapping[str, Any] | None = None,
+    threshold: float = 0.01,
+    elbo_samples: int = 100,
+    gaps: bool = False,
+    gap_points: int | None = 100,
+    chunk_size: int | None = None,
+) -> tuple[dict[str, float], torch.Tensor]:
+    r"""The metrics of :func:`evaluate` as a plain row, with the per-point :math:`\log \hat p(x_n)`.
+
+    Takes the arguments of :func:`evaluate`. :func:`bayesvae.compare.compare` builds its
+    table from these rows (and pairs the per-point values across models).
+
+    Returns
+    -------
+    row : dict of str to float
+        One value per column of :data:`METRICS`.
+    per_point : Tensor of shape (N,)
+        :math:`\log \hat p(x_n)`, the IWAE estimate of every point.
+    """
+    model, guide = resolve(fit)
+    _check_arguments(num_samples, elbo_samples, gap_points, threshold)
+    rows = prepare(model, guide, x, groups=groups, covariates=covariates)
+    with scoring_session(model, guide, rows, seed=seed) as scorer:
+        lml = marginal_likelihood_from_scorer(scorer, scorer.draw_globals(), num_samples, chunk_size=chunk_size)
+    with scoring_session(model, guide, rows, seed=seed) as scorer:
         draw = scorer.draw_globals()
-        parts = _decompose(scorer, draw, elbo_samples, 1, chunk_size)
+        parts = elbo_decomposition_from_scorer(scorer, draw, elbo_samples, 1, chunk_size)
         means, _ = posterior_means(scorer, draw, 1, chunk_size)
     variance = {k: v.double().var(0, unbiased=False) for k, v in means.items()}
     summary = parts.summary()
@@ -164,14 +186,18 @@ def _evaluate(
         "approximation_gap": math.nan,
         "num_parameters": _num_parameters(fit, model, guide),
         "training_seconds": fit.elapsed if isinstance(fit, FitResult) else math.nan,
-        "num_data": int(xt.shape[0]),
+        "num_data": rows.num_data,
         "num_samples": num_samples,
     }
     if gaps and supports_amortization_gap(model, guide):
-        rows = xt if gap_points is None else xt[:gap_points]
-        grows = None if g is None else (g if gap_points is None else g[:gap_points])
-        gap = amortization_gap((model, guide), rows, num_samples=min(num_samples, 100), seed=seed, groups=grows)
-        s = gap.summary()
-        row["amortization_gap"] = s["amortization_gap"]
-        row["approximation_gap"] = s["approximation_gap"]
+        row.update(_gaps(model, guide, rows, num_samples, seed, gap_points))
     return row, lml.per_point
+
+
+def _gaps(model: Any, guide: Any, rows: Rows, num_samples: int, seed: int | None, gap_points: int | None) -> dict[str, float]:
+    """The mean amortization and approximation gaps on the first ``gap_points`` rows."""
+    if gap_points is not None:
+        rows = rows.subset(torch.arange(min(gap_points, rows.num_data), device=rows.x.device))
+    gap = amortization_gap((model, guide), rows, num_samples=min(num_samples, 100), seed=seed)
+    s = gap.summary()
+    return {"amortization_gap": s["amortization_gap"], "approximation_gap": s["approximation_gap"]}
