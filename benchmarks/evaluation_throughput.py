@@ -38,7 +38,7 @@ from _timing import Variant, interleaved, machine_info, markdown_table, ratio_ro
 
 import bayesvae as bv
 from bayesvae.evaluation import log_marginal_likelihood
-from bayesvae.evaluation._traces import default_chunk_size
+from bayesvae.scoring import default_chunk_size
 
 D, H, L = 784, 400, 20
 RESULTS = Path(__file__).parent / "results"
