@@ -94,6 +94,7 @@ References
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -111,7 +112,7 @@ from torch import nn
 from bayesvae._registry import register
 from bayesvae.data import as_tensor
 from bayesvae.distributions import BernoulliSurrogate, LogitRelaxedBernoulli
-from bayesvae.models.priors import GlobalSite, LocalSite, Prior
+from bayesvae.models.priors import GlobalSite, LocalSite, Prior, PriorSummary
 
 if TYPE_CHECKING:
     from bayesvae.infer import FitResult
@@ -508,6 +509,25 @@ class IBPPrior(Prior):
         finally:
             self._discrete = previous
 
+    def scoring_context(self) -> contextlib.AbstractContextManager[IBPPrior]:
+        """Score the discrete IBP model: :meth:`discrete` (see :meth:`Prior.scoring_context`)."""
+        return self.discrete()
+
+    def summaries(self, guide, x=None, *, groups=None) -> tuple[PriorSummary, ...]:
+        """Feature usage on ``x`` (:func:`feature_usage`); none without data."""
+        if x is None:
+            return ()
+        usage = _usage(self, guide, x, threshold=0.05)
+        return (
+            PriorSummary(
+                "ibp_usage",
+                "IBP feature usage",
+                "usage",
+                usage,
+                "IBP feature usage against the fitted and prior expected frequencies.",
+            ),
+        )
+
     @property
     def temperature(self) -> float | None:
         """The current relaxation temperature (``None`` for a discrete estimator or inside :meth:`discrete`)."""
@@ -616,13 +636,18 @@ def feature_usage(fit: FitResult, x: Any, *, threshold: float = 0.05) -> pd.Data
         raise TypeError(
             f"feature_usage needs a fit whose model has an IBPPrior, got prior {type(prior).__name__}"
         )
+    return _usage(prior, fit.guide, x, threshold=threshold)
+
+
+def _usage(prior: IBPPrior, guide: Any, x: Any, *, threshold: float) -> pd.DataFrame:
+    """:func:`feature_usage` of ``prior`` under ``guide`` on ``x``."""
     if not (isinstance(threshold, (int, float)) and 0 <= threshold < 1):
         raise ValueError(f"threshold must be a fraction in [0, 1), got {threshold!r}")
-    ref = next(iter(fit.guide.parameters()), None) if isinstance(fit.guide, nn.Module) else None
+    ref = next(iter(guide.parameters()), None) if isinstance(guide, nn.Module) else None
     device = ref.device if ref is not None else torch.device("cpu")
     xt, _ = as_tensor(x, device=device)
-    with prior.discrete():
-        trace = poutine.trace(fit.guide).get_trace(xt)
+    with torch.no_grad(), prior.discrete():
+        trace = poutine.trace(guide).get_trace(xt)
     probs = _bernoulli_probs(trace.nodes[B]["fn"])
     expected_pi = trace.nodes[NU]["fn"].mean.double().cumprod(-1)
     fraction_used = (probs > 0.5).double().mean(0)

@@ -10,15 +10,30 @@ A prior owns two kinds of random variables:
 Each site is declared by a :class:`GlobalSite` / :class:`LocalSite` record so that guides can
 mirror it without reading the prior's code; the record's ``family`` names the variational
 family the guide builds for it.
+
+Two further hooks tell the layers above what a prior needs when a fit is *scored* and
+*reported*, so that no module above ``models/`` names a concrete prior class:
+
+* :meth:`Prior.scoring_context` -- a context manager entered while a model is scored
+  (the IBP prior scores its relaxed indicators as the discrete model);
+* :meth:`Prior.summaries` -- the prior's own report sections, each a :class:`PriorSummary`
+  (a table and how to draw it: the ARD relevance scales, the IBP feature usage, the group
+  effects and their pooling).
+
+:meth:`Prior.make_decoder` builds the decoder a prior needs (an MLP from its
+``latent_dim``; ARD's decoder starts after the first weight matrix, which it holds).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from abc import ABCMeta, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
 import pyro
 import pyro.distributions as dist
 import torch
@@ -27,8 +42,18 @@ from torch.distributions import Independent, Normal, kl_divergence, register_kl
 
 from bayesvae._checks import positive_int
 from bayesvae._registry import register
+from bayesvae.nn import MLP
 
-__all__ = ["Prior", "GlobalSite", "LocalSite", "GaussianPrior", "StandardNormal", "Z"]
+__all__ = [
+    "Prior",
+    "GlobalSite",
+    "LocalSite",
+    "PriorSummary",
+    "SUMMARY_KINDS",
+    "GaussianPrior",
+    "StandardNormal",
+    "Z",
+]
 
 #: Name of the Gaussian latent site.
 Z = "z"
@@ -84,6 +109,46 @@ class LocalSite:
     conditions_on: tuple[str, ...] = ()
 
 
+#: How a renderer draws a :class:`PriorSummary`, and the columns its ``frame`` has:
+#: ``"usage"`` (IBP feature usage: ``feature``, ``usage``, ``fraction_used``, ``expected_pi``,
+#: ``prior_pi``, ``active``), ``"relevance"`` (ARD: ``tau_mean``, ``tau_lower``,
+#: ``tau_upper``, ``active``), ``"intervals"`` (posterior mean and interval per element:
+#: ``site``, ``element``, ``mean``, ``lower``, ``upper``) and ``"table"`` (shown as a table).
+SUMMARY_KINDS = ("usage", "relevance", "intervals", "table")
+
+
+@dataclass(frozen=True)
+class PriorSummary:
+    """One report section a prior asks for: a table and how to draw it.
+
+    Attributes
+    ----------
+    name : str
+        Identifier, unique within a report (a figure's id and file name), e.g.
+        ``"ard_relevance"``.
+    title : str
+        Short heading, e.g. ``"ARD relevance scales"``.
+    kind : str
+        One of :data:`SUMMARY_KINDS`: which figure draws ``frame``.
+    frame : pandas.DataFrame
+        The numbers, with the columns its ``kind`` names.
+    caption : str, default ""
+        One sentence saying what is shown.
+    """
+
+    name: str
+    title: str
+    kind: str
+    frame: pd.DataFrame
+    caption: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in SUMMARY_KINDS:
+            raise ValueError(f"PriorSummary kind must be one of {SUMMARY_KINDS}, got {self.kind!r}")
+        if not isinstance(self.frame, pd.DataFrame):
+            raise TypeError(f"PriorSummary frame must be a pandas DataFrame, got {type(self.frame).__name__}")
+
+
 class Prior(nn.Module, metaclass=ABCMeta):
     """Base class of priors; a subclass overrides the hooks below.
 
@@ -93,6 +158,9 @@ class Prior(nn.Module, metaclass=ABCMeta):
     * :meth:`sample_globals` -- ``pyro.sample`` every global site (called outside the plate).
     * :meth:`sample_locals` -- ``pyro.sample`` every local site (called inside the plate).
     * :meth:`decoder_input` -- map sampled values to the decoder's input.
+    * :meth:`scoring_context` -- what to enter while the model is scored (nothing by default).
+    * :meth:`summaries` -- the prior's own report sections (none by default).
+    * :meth:`make_decoder` -- the decoder network this prior needs (an MLP by default).
     """
 
     latent_dim: int
@@ -126,6 +194,52 @@ class Prior(nn.Module, metaclass=ABCMeta):
         """The decoder's input ``(batch, latent_dim)``; by default the single local site."""
         (site,) = self.local_sites()
         return locals_[site.name]
+
+    def scoring_context(self) -> contextlib.AbstractContextManager[Any]:
+        """A context manager entered while a model with this prior is scored.
+
+        Evaluation (log p(x), ELBO parts, importance weights, replicates) enters it so that
+        every log-density in a trace is a proper one of the model that was meant, e.g. the
+        discrete indicators of a relaxed IBP prior. The default changes nothing.
+        """
+        return contextlib.nullcontext()
+
+    def summaries(
+        self, guide: Any, x: torch.Tensor | None = None, *, groups: torch.Tensor | None = None
+    ) -> tuple[PriorSummary, ...]:
+        """The prior's own report sections, computed from a fitted guide (none by default).
+
+        Parameters
+        ----------
+        guide : callable
+            The fitted guide (e.g. an :class:`~bayesvae.AmortizedGuide`).
+        x : Tensor of shape (N, d), optional
+            Validated data on the model's device, for summaries that encode data.
+        groups : Tensor of shape (N,), optional
+            Group labels of ``x``, for priors that use them.
+
+        Returns
+        -------
+        tuple of PriorSummary
+            In the order a report shows them.
+        """
+        return ()
+
+    def make_decoder(
+        self, out_features: int, *, hidden: Sequence[int] = (), activation: str = "relu"
+    ) -> nn.Module:
+        """The decoder this prior needs: by default ``MLP(latent_dim, out_features, hidden=)``.
+
+        Parameters
+        ----------
+        out_features : int
+            Width of the decoder's output (the likelihood's ``num_outputs``).
+        hidden : sequence of int, default ()
+            Hidden widths from the latent side to the data side.
+        activation : str, default "relu"
+            Hidden-layer nonlinearity.
+        """
+        return MLP(self.latent_dim, out_features, hidden=tuple(hidden), activation=activation)
 
     @abstractmethod
     def to_config(self) -> dict[str, Any]:

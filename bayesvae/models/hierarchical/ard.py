@@ -3,6 +3,7 @@ r"""Automatic relevance determination on the decoder's first layer (Bayesian PCA
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
@@ -19,7 +20,7 @@ from bayesvae.models.hierarchical._common import (
     global_factor,
     summarize,
 )
-from bayesvae.models.priors import GlobalSite, LocalSite, Prior, Z
+from bayesvae.models.priors import GlobalSite, LocalSite, Prior, PriorSummary, Z
 from bayesvae.nn import ACTIVATIONS, MLP
 
 __all__ = ["ARDPrior", "ARDDecoder", "ARD_SCALE", "ARD_WEIGHT"]
@@ -219,6 +220,35 @@ class ARDPrior(Prior):
             }
         )
         return frame.set_index("dimension")
+
+    def summaries(self, guide, x=None, *, groups=None) -> tuple[PriorSummary, ...]:
+        """The relevance scales with 90% intervals (:meth:`relevance`)."""
+        frame = self.relevance(SimpleNamespace(guide=guide), level=0.9)
+        frame.attrs["level"] = 0.9
+        return (
+            PriorSummary(
+                "ard_relevance",
+                "ARD relevance scales",
+                "relevance",
+                frame,
+                "ARD relevance scales with 90% intervals.",
+            ),
+        )
+
+    def make_decoder(self, out_features: int, *, hidden: Sequence[int] = (), activation: str = "relu") -> nn.Module:
+        """:class:`ARDDecoder`: the decoder after its first weight matrix (held by this prior).
+
+        With ``hidden`` empty it is Bayesian PCA's bias, and ``width`` must equal
+        ``out_features``; otherwise ``width`` is the first hidden width and the remaining
+        ``hidden[1:]`` follow.
+        """
+        hidden = tuple(hidden)
+        expected = hidden[0] if hidden else out_features
+        if self.width != expected:
+            raise ValueError(
+                f"ARDPrior(width={self.width}) needs a decoder whose first layer has width {self.width}; hidden={hidden} with out_features={out_features} gives {expected}. Build the prior with width={expected}."
+            )
+        return ARDDecoder(self.width, out_features if hidden else None, hidden=hidden[1:], activation=activation)
 
     def to_config(self) -> dict[str, Any]:
         return {

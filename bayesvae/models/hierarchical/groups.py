@@ -2,6 +2,7 @@ r"""A multilevel (random-effects) prior: latent codes grouped around partially p
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -13,8 +14,13 @@ import torch
 from bayesvae._checks import positive_int
 from bayesvae._registry import register
 from bayesvae.data import as_groups, as_tensor
-from bayesvae.models.hierarchical._common import ScalePrior, as_scale_prior, global_factor
-from bayesvae.models.priors import GlobalSite, LocalSite, Prior, Z
+from bayesvae.models.hierarchical._common import (
+    ScalePrior,
+    as_scale_prior,
+    global_factor,
+    summarize,
+)
+from bayesvae.models.priors import GlobalSite, LocalSite, Prior, PriorSummary, Z
 
 __all__ = [
     "GroupPrior",
@@ -267,6 +273,51 @@ class GroupPrior(Prior):
             frame[f"mu_{ell}"] = ref[:, ell].cpu().numpy()
             frame[f"zbar_{ell}"] = zbar[:, ell].cpu().numpy()
         return frame
+
+    @torch.no_grad()
+    def summaries(self, guide, x=None, *, groups=None) -> tuple[PriorSummary, ...]:
+        r"""The group effects :math:`\mu_g` with 90% intervals, and their pooling on ``x``.
+
+        The pooling table (:meth:`pooling`) is added when ``x`` and ``groups`` are given,
+        the guide encodes data (``posterior(x)``) and every group has a row in ``x``.
+        """
+        fit = SimpleNamespace(guide=guide)
+        s = summarize(global_factor(guide, GROUP_MEAN), 0.9)
+        mean, lower, upper = (s[k].detach().double().cpu().numpy() for k in ("mean", "lower", "upper"))
+        g, ell = np.indices(mean.shape)
+        effects = pd.DataFrame(
+            {
+                "site": GROUP_MEAN,
+                "element": [f"{a},{b}" for a, b in zip(g.ravel(), ell.ravel())],
+                "mean": mean.ravel(),
+                "lower": lower.ravel(),
+                "upper": upper.ravel(),
+            }
+        )
+        effects.attrs["level"] = 0.9
+        out = [
+            PriorSummary(
+                "group_effects",
+                "Group effects",
+                "intervals",
+                effects,
+                "Group means mu_g (group, latent coordinate): posterior mean and 90% interval.",
+            )
+        ]
+        covered = groups is not None and x is not None and bool(
+            (torch.bincount(torch.as_tensor(groups).long().flatten(), minlength=self.num_groups) > 0).all()
+        )
+        if covered and hasattr(guide, "posterior"):
+            out.append(
+                PriorSummary(
+                    "group_pooling",
+                    "Partial pooling of the group means",
+                    "table",
+                    self.pooling(fit, x, groups)[["n", "shrinkage", "expected"]],
+                    "Observed shrinkage |mu_g - m| / |zbar_g - m| of each group mean against the normal-normal prediction n vb / (n vb + vw).",
+                )
+            )
+        return tuple(out)
 
     def to_config(self) -> dict[str, Any]:
         return {
