@@ -1,9 +1,8 @@
-"""Private adapters shared by the diagnostics: inputs, scoring mode, draws and replicates."""
+"""Private adapters shared by the diagnostics: inputs, draws and replicates."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +26,6 @@ from bayesvae.scoring import (
 __all__ = [
     "Inputs",
     "read_inputs",
-    "scoring_mode",
     "draw_importance_samples",
     "replicate",
     "column_names",
@@ -108,21 +106,6 @@ def read_inputs(
     return Inputs(model, guide, rows, column_names(data, fit, rows.x.shape[1]), labels)
 
 
-@contextlib.contextmanager
-def scoring_mode(model: Any) -> Iterator[None]:
-    """Score with proper densities: the discrete indicators of an IBP prior, else as is."""
-    prior = getattr(model, "prior", None)
-    try:
-        from bayesvae.models.ibp import IBPPrior
-    except ImportError:  # pragma: no cover - the IBP module is optional
-        IBPPrior = None  # noqa: N806
-    if IBPPrior is not None and isinstance(prior, IBPPrior):
-        with prior.discrete():
-            yield
-    else:
-        yield
-
-
 def draw_importance_samples(
     inputs: Inputs,
     *,
@@ -132,18 +115,17 @@ def draw_importance_samples(
     return_samples: bool = False,
     chunk_size: int | None = None,
 ) -> ImportanceSamples:
-    """:func:`~bayesvae.evaluation.importance_log_weights` in the model's scoring mode."""
-    with scoring_mode(inputs.model):
-        return importance_log_weights(
-            inputs.model,
-            inputs.guide,
-            inputs.rows,
-            num_samples=num_samples,
-            chunk_size=chunk_size,
-            globals_once=globals_once,
-            return_samples=return_samples,
-            seed=seed,
-        )
+    """:func:`~bayesvae.evaluation.importance_log_weights` of the inputs (it scores in evaluation mode)."""
+    return importance_log_weights(
+        inputs.model,
+        inputs.guide,
+        inputs.rows,
+        num_samples=num_samples,
+        chunk_size=chunk_size,
+        globals_once=globals_once,
+        return_samples=return_samples,
+        seed=seed,
+    )
 
 
 def _value_node(name: str, value: torch.Tensor) -> dict[str, Any]:
@@ -187,7 +169,7 @@ def replicate(
     num, n = samples.num_samples, samples.num_data
     chunk = chunk_size or default_chunk_size(x.shape[1])
     out = _Replicates((num, n), _numpy_dtype(x.dtype))
-    with scoring_mode(model), evaluation_mode(model, guide), seeded(seed, x.device):
+    with evaluation_mode(model, guide), seeded(seed, x.device):
         scorer = TraceScorer(model, guide, inputs.rows, vectorize=samples.vectorized)
         # without a shared global draw (globals_once=False) each sample has its own g^s
         shared = samples.globals_once or not samples.global_sites

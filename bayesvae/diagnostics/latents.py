@@ -32,7 +32,7 @@ import pyro.distributions as dist
 import torch
 from torch.distributions import kl_divergence
 
-from bayesvae.diagnostics._common import read_inputs, scoring_mode
+from bayesvae.diagnostics._common import read_inputs
 from bayesvae.scoring import (
     TraceScorer,
     check_positive_int,
@@ -152,7 +152,7 @@ def latent_summary(
     means: dict[str, list[torch.Tensor]] = {}
     kl_sum: dict[str, torch.Tensor] = {}
     method: dict[str, str] = {}
-    with scoring_mode(inputs.model), evaluation_mode(inputs.model, inputs.guide), seeded(seed, xt.device):
+    with evaluation_mode(inputs.model, inputs.guide), seeded(seed, xt.device):
         scorer = TraceScorer(inputs.model, inputs.guide, inputs.rows)
         draw = scorer.draw_globals()
         for start in range(0, n, n_block):

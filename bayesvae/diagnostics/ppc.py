@@ -114,6 +114,9 @@ class PPCResult:
     alpha : float
         Level of one statistic: a mean or variance is *extreme* when
         :math:`\min(p, 1 - p) \le \alpha/2`, the correlation when :math:`p \le \alpha`.
+    replicated_discrepancy : ndarray of shape (S,) or None
+        :math:`D(x^{rep,s})`, the correlation discrepancy of each replicate (the reference
+        distribution of the ``"correlation"`` statistic); ``None`` for a single column.
     """
 
     statistics: pd.DataFrame
@@ -121,6 +124,7 @@ class PPCResult:
     replicated: np.ndarray
     columns: tuple[str, ...]
     alpha: float
+    replicated_discrepancy: np.ndarray | None = None
 
     @property
     def num_samples(self) -> int:
@@ -263,6 +267,7 @@ def ppc_pvalues(
     if len(names) != d:
         raise ValueError(f"got {len(names)} column names for {d} columns")
     rows = []
+    d_rep = None
     for stat, fn in (("mean", lambda a: a.mean(-2)), ("variance", lambda a: a.var(-2))):
         t_obs = fn(obs)
         t_rep = np.stack([fn(rep[s].astype(np.float64)) for s in range(num)])
@@ -307,7 +312,9 @@ def ppc_pvalues(
             }
         )
     table = pd.DataFrame(rows)
-    return PPCResult(statistics=table, observed=obs, replicated=rep, columns=names, alpha=alpha)
+    return PPCResult(
+        statistics=table, observed=obs, replicated=rep, columns=names, alpha=alpha, replicated_discrepancy=d_rep
+    )
 
 
 def posterior_predictive_check(
