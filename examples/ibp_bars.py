@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.out is not None:
         import matplotlib.pyplot as plt
 
-        from bayesvae.plots_ibp import plot_feature_usage
+        from bayesvae.plots import plot_feature_usage
 
         args.out.mkdir(parents=True, exist_ok=True)
         shown = active_idx[np.argsort(-usage["fraction_used"].to_numpy()[active_idx])]

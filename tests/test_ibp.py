@@ -42,7 +42,7 @@ from bayesvae.models.ibp import (
 )
 from bayesvae.models.priors import LocalSite
 from bayesvae.nn import MLP
-from bayesvae.plots_ibp import plot_feature_usage
+from bayesvae.plots import plot_feature_usage
 
 ESTIMATORS = [RelaxedBernoulliKL, ConcreteRelaxation, ExactBernoulli]
 
