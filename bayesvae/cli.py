@@ -1,4 +1,10 @@
-"""Command-line interface: ``bayesvae fit | evaluate | compare | report``."""
+"""Command-line interface: ``bayesvae fit | evaluate | compare | report``.
+
+Parsing needs nothing but the standard library: torch, Pyro, ArviZ and the package's
+models are imported inside the subcommands, so ``bayesvae --help`` and ``bayesvae fit
+--help`` answer at once (the package root is lazy too, PEP 562, so importing this module
+imports no torch).
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 __all__ = ["main", "build_parser", "PRIORS", "LIKELIHOODS"]
 
 logger = logging.getLogger("bayesvae")
@@ -22,20 +25,8 @@ logger = logging.getLogger("bayesvae")
 # Names at the CLI boundary -> objects
 
 
-def _priors() -> dict[str, Callable[[argparse.Namespace], Any]]:
-    """Prior builders by CLI name (group priors need per-row labels: use the Python API)."""
-    from bayesvae import models
-
-    return {
-        "gaussian": lambda a: models.GaussianPrior(a.latent_dim),
-        "ibp": lambda a: models.IBPPrior(a.alpha, truncation=a.latent_dim),
-        "ibp-weighted": lambda a: models.IBPPrior(a.alpha, truncation=a.latent_dim, weighted=True),
-        "ard": lambda a: models.ARDPrior(a.latent_dim, width=a.ard_width),
-        "two-level": lambda a: models.HierarchicalLatentPrior(dims=(max(1, a.latent_dim // 2), a.latent_dim)),
-        "mixture": lambda a: models.MixturePrior(a.latent_dim, components=a.components),
-    }
-
-
+#: Names of ``--prior``. Only the names, for ``--help`` without importing torch: what each
+#: builds lives in :data:`bayesvae.models.catalog.PRIORS` (a test checks that they agree).
 PRIORS = ("gaussian", "ibp", "ibp-weighted", "ard", "two-level", "mixture")
 
 
@@ -61,6 +52,8 @@ def _choose(kind: str, name: str, table: dict[str, Any]) -> Any:
 
 
 def _load_data(spec: str, *, likelihood: str | None, binarize: str):
+    import numpy as np
+
     from bayesvae import datasets
 
     if binarize == "auto":
@@ -92,10 +85,12 @@ def _load_data(spec: str, *, likelihood: str | None, binarize: str):
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
+    import torch
     from tqdm.auto import tqdm
 
     import bayesvae as bv
     from bayesvae import plots
+    from bayesvae.models.catalog import PriorRequest, build_prior
 
     if args.likelihood not in LIKELIHOODS:
         raise ValueError(f"unknown likelihood {args.likelihood!r}; choose one of {list(LIKELIHOODS)}")
@@ -108,13 +103,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     likelihood = _choose("likelihood", args.likelihood, _likelihoods(train.d))()
     hidden = tuple(args.hidden)
     outputs = likelihood.num_outputs(train.d)
-    # ARD puts the relevance on the decoder's first-layer weights: that layer lives in the prior
-    args.ard_width = hidden[-1] if hidden else outputs
-    prior = _choose("prior", args.prior, _priors())(args)
-    if args.prior == "ard":
-        decoder = bv.ARDDecoder(args.ard_width, outputs if hidden else None, hidden=hidden[::-1][1:], activation=args.activation)
-    else:
-        decoder = bv.MLP(prior.latent_dim, outputs, hidden=hidden[::-1], activation=args.activation)
+    # the decoder mirrors the encoder: its hidden widths from the latent side are hidden[::-1]
+    request = PriorRequest(latent_dim=args.latent_dim, out_features=outputs, hidden=hidden[::-1], alpha=args.alpha, components=args.components)
+    prior = build_prior(args.prior, request)
+    decoder = prior.make_decoder(outputs, hidden=hidden[::-1], activation=args.activation)
     model = bv.VAE(prior=prior, likelihood=likelihood, decoder=decoder)
     guide = bv.AmortizedGuide(model, hidden=hidden, activation=args.activation, flows=args.flows)
     out = Path(args.out)
@@ -245,6 +237,12 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-samples", type=int, default=1000, help="importance samples K per data point (default: 1000)")
 
 
+def _version() -> str:
+    from bayesvae import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``bayesvae`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -252,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Variational autoencoders as Bayesian latent-variable models: fit them by SVI, evaluate held-out log p(x) with standard errors, compare models, and write diagnostic reports.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="fit, evaluate, compare or report; COMMAND --help for its options")
 
     p = sub.add_parser("fit", help="fit a VAE by stochastic variational inference", description="Fit prior x decoder x likelihood with an amortized Gaussian guide by SVI; writes the saved fit (fit.safetensors, config.json), history.csv and PNGs of the ELBO curve, reconstructions and prior samples to --out. Re-running with --resume continues from the checkpoint in --out.")
