@@ -87,11 +87,14 @@ def minibatches(
     replicas: Replicas,
     *,
     dynamic_binarization: bool = False,
-) -> Iterator[Batch]:
+) -> Iterator[tuple[Batch, float]]:
     """One epoch of minibatches: a shared random order, each batch sharded across replicas.
 
     Every batch is scaled to the full data (``num_data = N``); with
-    ``dynamic_binarization`` its rows are re-drawn from their intensities.
+    ``dynamic_binarization`` its rows are re-drawn from their intensities. Yields
+    ``(batch, share)``, ``share`` the batch's fraction of the rows (before sharding), so that
+    the share-weighted sum of an epoch's minibatch estimates is a full-data estimate over a
+    partition of the rows: the epoch's ELBO with no row-subsampling noise.
     """
     n = rows.num_data
     perm = torch.randperm(n, generator=order).to(rows.x.device)
@@ -100,4 +103,4 @@ def minibatches(
         batch = rows.batch(idx)
         if dynamic_binarization:
             batch = Batch(x=binarize(batch.x), index=batch.index, num_data=batch.num_data, covariates=batch.covariates)
-        yield batch
+        yield batch, (min(start + batch_size, n) - start) / n

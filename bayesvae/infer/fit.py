@@ -194,9 +194,9 @@ def fit(
         for epoch in range(len(run.history), epochs):
             epoch_lr = lr_at(lr, epoch)
             t0 = run.epoch_loop_start()
-            total, steps, skipped0 = torch.zeros((), device=dev), 0, run.state.skipped if run.state else 0
+            total, covered, skipped0 = torch.zeros((), device=dev), 0.0, run.state.skipped if run.state else 0
             with pyro.validation_enabled(False):
-                for batch in minibatches(rows, bsz, run.order, replicas, dynamic_binarization=dynamic_binarization):
+                for batch, share in minibatches(rows, bsz, run.order, replicas, dynamic_binarization=dynamic_binarization):
                     weight = _kl_at(kl_weight, epoch, (run.state.steps if run.state else 0))
                     if hasattr(objective, "kl_weight"):
                         objective.kl_weight = weight
@@ -215,11 +215,11 @@ def fit(
                         run.state, loss = step(run.state, batch, compiled=full and weight == 1.0)
                     except NonFiniteStep as exc:
                         _diverge(run, f"{exc}; training stopped and the last finite parameters were kept (err.result). Try a smaller lr, clip_norm=, or check the data scale.")
-                    if torch.isfinite(loss):
-                        total += loss
-                        steps += 1
+                    if torch.isfinite(loss):  # share-weighted: a partition of the rows
+                        total += loss * share
+                        covered += share
             run.elapsed += time.perf_counter() - t0
-            record: dict[str, float] = {"epoch": epoch + 1, "elbo": -float(total) / (max(steps, 1) * n), "lr": epoch_lr}
+            record: dict[str, float] = {"epoch": epoch + 1, "elbo": -float(total) / (covered * n) if covered else float("nan"), "lr": epoch_lr}
             if kl_weight is not None:
                 record["kl_weight"] = weight
             if on_nonfinite == "skip":
