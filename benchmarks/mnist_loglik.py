@@ -163,6 +163,7 @@ class Protocol:
     train_rows: int | None
     active_rows: int
     seed: int
+    torch_seed: int
     test_binarization_seed: int
     device: str
     threads: int
@@ -175,7 +176,7 @@ class Protocol:
         return (
             f"{self.dataset}, {self.objective}{k}, {self.epochs} ep, b={self.batch_size}, {self.schedule} lr {self.lr:g},"
             f" eps {self.adam_eps if self.adam_eps is not None else 'torch default'}, eval K={self.eval_samples} on {test}{rows},"
-            f" seed {self.seed}, {self.device}, {self.threads} threads"
+            f" seed {self.seed}" + (f" (torch side {self.torch_seed})" if self.torch_seed != self.seed else "") + f", {self.device}, {self.threads} threads"
         )
 
     def published(self) -> tuple[float, str] | None:
@@ -340,6 +341,8 @@ def fit_options(proto: Protocol, schedule: Callable[[int], float]) -> dict[str, 
                 "this bayesvae.fit has no dynamic_binarization= option, which dynamic MNIST needs (rows re-drawn as Bernoulli(intensity) at every draw); update bayesvae or use --dataset static"
             )
         kw["dynamic_binarization"] = True
+    if "progress" in accepted:
+        kw["progress"] = False  # per-epoch lines come from this script
     return kw
 
 
@@ -448,14 +451,14 @@ class TorchTrainer:
 
     def __init__(self, proto: Protocol, data: Data, device: torch.device, schedule: Callable[[int], float]) -> None:
         self.proto, self.data, self.device, self.schedule = proto, data, device, schedule
-        init = torch.Generator().manual_seed(proto.seed)
+        init = torch.Generator().manual_seed(proto.torch_seed)
         with torch.random.fork_rng(devices=[]):  # initialize from our own seed, not the global stream
             torch.set_rng_state(init.get_state())
             self.net = TorchVAE(data.out_bias.cpu()).to(device)
         eps = {} if proto.adam_eps is None else {"eps": proto.adam_eps}
         self.opt = torch.optim.Adam(self.net.parameters(), lr=schedule(0), **eps)
-        self.order = torch.Generator().manual_seed(proto.seed)
-        self.noise = torch.Generator(device=device).manual_seed(proto.seed + 1)
+        self.order = torch.Generator().manual_seed(proto.torch_seed)
+        self.noise = torch.Generator(device=device).manual_seed(proto.torch_seed + 1)
         self.times: list[float] = []
         self.elbos: list[float] = []
 
@@ -573,6 +576,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--train-rows", type=int, default=None, help="train on a random subset (smoke tests only)")
     p.add_argument("--active-rows", type=int, default=500, help="training rows for the active-unit count (Burda: 500)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--torch-seed", type=int, default=None, help="training seed of the PyTorch side (default: --seed); rerun with another to see seed-to-seed spread")
     p.add_argument("--test-binarization-seed", type=int, default=0, help="dynamic MNIST: seed of the one binarization of the test set")
     p.add_argument("--impl", choices=["bayesvae", "torch", "both"], default="both")
     p.add_argument("--device", default="cpu")
@@ -617,7 +621,7 @@ def main(argv=None) -> int:
         dataset=args.dataset, objective=args.objective, k=args.k if args.objective == "iwae" else 1, epochs=args.epochs,
         batch_size=args.batch_size, schedule=args.schedule, lr=args.lr, adam_eps=args.adam_eps, eval_samples=args.eval_samples,
         eval_chunk=args.eval_chunk, test_rows=args.test_rows, train_rows=args.train_rows, active_rows=args.active_rows,
-        seed=args.seed, test_binarization_seed=args.test_binarization_seed, device=str(device), threads=torch.get_num_threads(),
+        seed=args.seed, torch_seed=args.seed if args.torch_seed is None else args.torch_seed, test_binarization_seed=args.test_binarization_seed, device=str(device), threads=torch.get_num_threads(),
     )
     schedules = {name: StagedSchedule(proto.epochs, proto.lr) if proto.schedule == "burda" else constant_schedule(proto.lr) for name in ("bayesvae", "torch")}
     if args.impl in ("bayesvae", "both"):
@@ -667,8 +671,9 @@ def main(argv=None) -> int:
     comparison = compare(results, bv_times, trainer)
     if comparison:
         print(
-            "bayesvae / torch: log p(x) difference {dlogp:+.3f} nats; epoch time ratio min {ratio_min:.3f}, median {ratio_median:.3f},"
-            " median paired {ratio_paired:.3f}; steps/s ratio (torch time / bayesvae time, median) {speed:.3f}".format(**comparison),
+            "bayesvae - torch: log p(x) {dlogp:+.3f} nats; steady epoch time bayesvae/torch: min {ratio_min:.3f}, median {ratio_median:.3f},"
+            " median of per-epoch pairs {ratio_paired:.3f}; steps/s (medians) bayesvae {bv_steps:.1f}, eager torch {torch_steps:.1f},"
+            " bayesvae/torch {speed:.3f} (> 1: bayesvae faster)".format(**comparison),
             flush=True,
         )
     pub = proto.published()
@@ -716,6 +721,8 @@ def compare(results, bv_times: RunTimes | None, trainer: TorchTrainer | None) ->
         "ratio_median": statistics.median(b) / statistics.median(t),
         "ratio_paired": statistics.median(paired),
         "speed": statistics.median(t) / statistics.median(b),
+        "bv_steps": bv_times.steps_per_epoch / statistics.median(b),
+        "torch_steps": bv_times.steps_per_epoch / statistics.median(t),
     }
 
 
@@ -754,7 +761,7 @@ def render(runs: list[dict[str, Any]]) -> list[str]:
             + f"; load average before {h.get('load_before')}, after {h.get('load_after')}",
             f"- versions: python {h.get('python')}, torch {h.get('torch')}, pyro {h.get('pyro')}, bayesvae {h.get('bayesvae')}",
             f"- data: {run['data']}",
-            f"- seeds: training {run['protocol']['seed']} (both implementations, separate streams), evaluation {run['protocol']['seed'] + 1}, active units {run['protocol']['seed'] + 2}"
+            f"- seeds: training bayesvae {run['protocol']['seed']}, torch {run['protocol'].get('torch_seed', run['protocol']['seed'])} (separate streams), test subset {run['protocol']['seed']}, evaluation {run['protocol']['seed'] + 1}, active units {run['protocol']['seed'] + 2}"
             + (f", test binarization {run['protocol']['test_binarization_seed']}" if run["protocol"]["dataset"] == "dynamic" else ""),
             f"- schedule: {run['schedule']}",
         ]
@@ -764,7 +771,7 @@ def render(runs: list[dict[str, Any]]) -> list[str]:
         if c:
             lines.append(
                 f"- bayesvae - torch: log p̂(x) {c['dlogp']:+.3f} nats; steady epoch time ratio bayesvae/torch: min {c['ratio_min']:.3f},"
-                f" median {c['ratio_median']:.3f}, median of per-epoch pairs {c['ratio_paired']:.3f}"
+                f" median {c['ratio_median']:.3f}, median of per-epoch pairs {c['ratio_paired']:.3f}; steps/s bayesvae {c['bv_steps']:.1f}, eager torch {c['torch_steps']:.1f}"
             )
         a = run.get("acceptance")
         if a:
