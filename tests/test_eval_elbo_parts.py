@@ -19,7 +19,7 @@ from _eval_helpers import (
 
 import bayesvae
 from bayesvae.evaluation import active_units, elbo_decomposition
-from bayesvae.guides._parts import GlobalGuide
+from bayesvae.guides import GlobalGuide
 
 
 @pytest.fixture(scope="module")
