@@ -204,7 +204,7 @@ class Trace_ELBO(_LeanTraces, pyro.infer.Trace_ELBO):
             rest, local = _elbo_parts(self, model_trace, guide_trace, analytic_kl=False)
             weighted = weighted - (rest + self._kl_weight * local) / self.num_particles
             plain = plain - (rest + local) / self.num_particles
-        return weighted, torch.as_tensor(plain).detach()
+        return weighted, _detached_value(plain)
 
 
 class TraceMeanField_ELBO(_LeanTraces, pyro.infer.TraceMeanField_ELBO):
@@ -304,7 +304,12 @@ class TraceMeanField_ELBO(_LeanTraces, pyro.infer.TraceMeanField_ELBO):
             rest, local = _elbo_parts(self, model_trace, guide_trace, analytic_kl=True)
             weighted = weighted - (rest + self._kl_weight * local) / self.num_particles
             plain = plain - (rest + local) / self.num_particles
-        return weighted, torch.as_tensor(plain).detach()
+        return weighted, _detached_value(plain)
+
+
+def _detached_value(value) -> torch.Tensor:
+    """``value`` without its graph (a tensor even when no site contributed)."""
+    return value.detach() if torch.is_tensor(value) else torch.tensor(float(value))
 
 
 def _elbo_parts(objective, model_trace, guide_trace, *, analytic_kl: bool):
@@ -336,9 +341,9 @@ def _elbo_parts(objective, model_trace, guide_trace, *, analytic_kl: bool):
 
 def _guide_log_prob(name: str, q: dict[str, Any], gradient: str, setting: str) -> torch.Tensor:
     """Scaled :math:`\\sum \\log q` at a guide site, with stopped parameters under STL."""
-    if not q["fn"].has_rsample:
-        raise _no_rsample(name, q, setting)
     fn = q["fn"] if gradient == "reparam" else detached(q["fn"], name, gradient)
+    if not fn.has_rsample:
+        raise _no_rsample(name, q, setting)
     log_q = fn.log_prob(q["value"], *q["args"], **q["kwargs"])
     return scale_and_mask(log_q, q["scale"], q["mask"]).sum()
 

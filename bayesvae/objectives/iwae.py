@@ -242,17 +242,17 @@ class IWAE_ELBO:
                 obs = obs + lp
                 continue
             q = guide_trace.nodes[name]
-            if not q["fn"].has_rsample:
+            fn = q["fn"] if self.gradient == "reparam" else detached(q["fn"], name, self.gradient)
+            if not fn.has_rsample:
                 raise ValueError(
                     f"IWAE_ELBO needs reparameterizable guide sites; site {name!r} ({type(q['fn']).__name__}) is not"
                 )
-            fn = q["fn"] if self.gradient == "reparam" else detached(q["fn"], name, self.gradient)
             ratio = ratio + lp - fn.log_prob(q["value"])
         if not torch.is_tensor(obs) and not torch.is_tensor(ratio):
             raise ValueError(f"IWAE_ELBO found no sites inside a plate named {self.data_plate!r}")
         k = self.num_particles
         shape = torch.broadcast_shapes(*(t.shape for t in (obs, ratio) if torch.is_tensor(t)))
-        obs = torch.as_tensor(obs).expand(shape).reshape(k, -1) if torch.is_tensor(obs) else obs
+        obs = obs.expand(shape).reshape(k, -1) if torch.is_tensor(obs) else obs
         ratio = ratio.expand(shape).reshape(k, -1) if torch.is_tensor(ratio) else ratio
         return obs, ratio, scale
 
