@@ -11,7 +11,7 @@ from bayesvae.models.likelihoods import (
     Poisson,
     StudentT,
 )
-from bayesvae.models.priors import GaussianPrior, GlobalSite, LocalSite, Prior
+from bayesvae.models.priors import GaussianPrior, GlobalSite, LocalSite, Prior, PriorSummary
 from bayesvae.models.vae import VAE, data_plate
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "Prior",
     "GlobalSite",
     "LocalSite",
+    "PriorSummary",
     "GaussianPrior",
     "Likelihood",
     "Bernoulli",
@@ -101,3 +102,7 @@ __all__ += [
     "MixturePrior",
     "ScalePrior",
 ]
+
+from bayesvae.models.vamp import VampPrior  # noqa: E402
+
+__all__ += ["VampPrior"]

@@ -93,7 +93,7 @@ def plot_relevance(relevance: Any, *, level: float = 0.9) -> Figure:
     Parameters
     ----------
     relevance : pandas.DataFrame, PriorSummary or FitResult
-        The output of ``ARDPrior.relevance`` (or the ARD prior's summary); a fit is first
+        The output of the ARD prior's ``relevance`` (or its summary); a fit is first
         summarized by its prior's ``relevance(fit, level=)``.
     level : float, default 0.9
         Mass of the interval, when ``relevance`` is a fit (otherwise read from the frame's
