@@ -51,7 +51,9 @@ def test_mixed_frame_fits_saves_and_reloads(frame, tmp_path):
     lik = Columns.infer(frame, categorical={"region": 4})
     result = _fit(frame, lik)
     assert result.data.columns == tuple(frame.columns)
-    assert result.history["elbo"].iloc[-1] > result.history["elbo"].iloc[0] + 50
+    # the schema standardizes height and weight, so the first epoch is already near -8.4
+    # nats per row; 30 epochs must learn the shared latent (about 2 nats per row here)
+    assert result.history["elbo"].iloc[-1] > result.history["elbo"].iloc[0] + 1.5
     result.save(tmp_path / "run")
     again = bv.load(tmp_path / "run")
     assert isinstance(again.model.likelihood, Columns)
@@ -105,12 +107,58 @@ def test_tabular_support_errors_name_the_columns(frame):
     lik = Columns.infer(frame, categorical={"region": 4})
     bad = frame.copy()
     bad.loc[3, "region"] = 7
-    with pytest.raises(ValueError, match=r"categories needs integer codes 0..3; found 1 values in 1 rows, columns \[region\]"):
+    with pytest.raises(ValueError, match=r"column 'region' of the data has level 7.0, which was not seen when the schema was inferred"):
         _fit(bad, lik, epochs=1)
     bad.loc[4, "visits"] = 1.5
-    with pytest.raises(ValueError, match=r"Poisson likelihood needs non-negative integer counts; found 1 values in 1 rows, columns \[visits\]"):
+    with pytest.raises(ValueError, match=r"column 'visits' of the data is modelled as counts \(poisson\) but has 1 non-integer values \(e.g. 1.5\)"):
         _fit(bad, lik, epochs=1)
+    # a likelihood without a schema still checks the codes of the raw frame
+    plain = Columns(list(zip(lik.parts, lik.columns)))
+    with pytest.raises(ValueError, match=r"Poisson likelihood needs non-negative integer counts; found 1 values in 1 rows, columns \[visits\]"):
+        _fit(bad, plain, epochs=1)
     with pytest.raises(ValueError, match="num_categories must be an int >= 2"):
         Categorical(1)
     with pytest.raises(ValueError, match="must cover columns 0..d-1 exactly once"):
         Columns([(bv.Bernoulli(), [0, 2])])
+
+
+def test_student_t_log_prob_matches_scipy():
+    from bayesvae.models import StudentT
+
+    lik = StudentT(data_dim=2, df=3.0, init_scale=2.0)
+    out = torch.tensor([[0.5, -1.0]])
+    x = torch.tensor([[1.5, 2.0]])
+    expected = stats.t.logpdf([1.5, 2.0], df=3.0, loc=[0.5, -1.0], scale=2.0).sum()
+    assert float(lik.distribution(out).log_prob(x).detach()) == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="StudentT df must be a positive number, got -1"):
+        StudentT(data_dim=1, df=-1)
+
+
+def test_a_frame_of_labels_fits_saves_and_comes_back_as_a_frame(tmp_path):
+    from bayesvae.tabular import impute, sample_frame
+
+    rng = np.random.default_rng(4)
+    n = 300
+    z = rng.normal(size=n)
+    frame = pd.DataFrame({
+        "size": 3 + z + 0.3 * rng.normal(size=n),
+        "colour": pd.Categorical(np.where(z > 0, "red", np.where(z > -1, "green", "blue")), categories=["red", "green", "blue"]),
+        "grade": pd.Series(np.where(z > 0.5, "high", "low"), dtype="str"),
+        "alive": rng.uniform(size=n) < 1 / (1 + np.exp(-z)),
+    })
+    lik = Columns.infer(frame)
+    torch.manual_seed(0)
+    model = bv.VAE(prior=bv.GaussianPrior(1), likelihood=lik, decoder=bv.MLP(1, lik.num_outputs(4), hidden=(16,)))
+    guide = bv.AmortizedGuide(model, hidden=(16,))
+    result = bv.fit(model, guide, frame, epochs=5, lr=1e-2, batch_size=100, seed=0)
+    result.save(tmp_path / "run")
+    again = bv.load(tmp_path / "run")
+    assert again.model.likelihood.schema.to_config() == lik.schema.to_config()
+    draw = sample_frame(again.model, 20, seed=1)
+    assert dict(draw.dtypes.astype(str)) == dict(frame.dtypes.astype(str))
+    assert list(draw["colour"].cat.categories) == ["red", "green", "blue"]
+    holes = frame.assign(grade=frame["grade"].mask(frame.index % 4 == 0))
+    a = impute(result, holes, num_imputations=2, num_particles=10, seed=3)
+    b = impute(again, holes, num_imputations=2, num_particles=10, seed=3)
+    pd.testing.assert_frame_equal(a.frames[1], b.frames[1])
+    pd.testing.assert_frame_equal(a.point(), b.point())

@@ -213,7 +213,7 @@ class Gaussian(Likelihood):
         self.params_per_feature = 2 if heteroscedastic else 1
         if data_dim is not None:
             raw = torch.log(torch.expm1(torch.tensor(init_scale - min_scale)))
-            self.raw_scale = nn.Parameter(raw.expand(data_dim).clone())
+            self.raw_scale = nn.Parameter(raw.repeat(data_dim))
 
     def _loc_scale(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.heteroscedastic:
@@ -294,7 +294,7 @@ class StudentT(Likelihood):
         self.data_dim, self.df = data_dim, float(df)
         self.min_scale, self.init_scale = float(min_scale), float(init_scale)
         raw = torch.log(torch.expm1(torch.tensor(init_scale - min_scale)))
-        self.raw_scale = nn.Parameter(raw.expand(data_dim).clone())
+        self.raw_scale = nn.Parameter(raw.repeat(data_dim))
 
     def num_outputs(self, data_dim):
         if data_dim != self.data_dim:
