@@ -131,6 +131,9 @@ class AmortizedGuide(nn.Module):
                     )
                 fh = self.flow_hidden or (max(4 * s.dim, 32),)
                 self.flow[s.name] = ConditionalIAF(s.dim, width, flows, fh)
+        bind = getattr(model.prior, "bind_encoder", None)
+        if bind is not None:  # a prior built on this very encoder (the VampPrior)
+            bind(self.posterior)
 
     def forward(
         self,
