@@ -36,6 +36,7 @@ __all__ = ["TraceScorer", "scoring_session"]
 
 logger = logging.getLogger(__name__)
 
+
 class TraceScorer:
     r"""Score blocks of (samples × points) of one model/guide pair on fixed data.
 
