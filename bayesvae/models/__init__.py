@@ -106,7 +106,3 @@ __all__ += [
 from bayesvae.models.vamp import VampPrior  # noqa: E402
 
 __all__ += ["VampPrior"]
-
-from bayesvae.models.vamp import VampPrior  # noqa: E402
-
-__all__ += ["VampPrior"]
