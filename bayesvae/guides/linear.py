@@ -25,6 +25,7 @@ from torch import nn
 
 from bayesvae._registry import register
 from bayesvae.models.linear import exact_posterior, linear_parameters
+from bayesvae.models.linear.builders import check_linear_gaussian
 from bayesvae.models.priors import Z
 from bayesvae.models.vae import VAE, data_plate
 
@@ -82,7 +83,9 @@ class ExactPosteriorGuide(nn.Module):
 
     def __init__(self, model: VAE) -> None:
         super().__init__()
-        linear_parameters(model)  # raises a clear error unless the model is linear-Gaussian
+        # A clear error unless the model is linear-Gaussian; reads no values, so a guide can
+        # be built on the meta device (the shape check on load).
+        check_linear_gaussian(model)
         # Bypass nn.Module.__setattr__: the model must not become a submodule of its guide.
         object.__setattr__(self, "model", model)
 

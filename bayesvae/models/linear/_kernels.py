@@ -13,8 +13,11 @@ LOG_2PI = math.log(2.0 * math.pi)
 
 
 def inv_softplus(y: float) -> float:
-    """The raw value ``r`` with ``softplus(r) = y``, computed in float64."""
-    return float(torch.log(torch.expm1(torch.tensor(float(y), dtype=torch.float64))))
+    """The raw value ``r`` with ``softplus(r) = y``, computed in float64 on the CPU."""
+    # An explicit CPU device, so that a config built under ``torch.device("meta")`` (shape
+    # checks on load) still gets a number.
+    y64 = torch.tensor(float(y), dtype=torch.float64, device="cpu")
+    return float(torch.log(torch.expm1(y64)))
 
 
 def as_linear_tensors(

@@ -19,7 +19,7 @@ from bayesvae.models.priors import GaussianPrior
 from bayesvae.models.vae import VAE
 from bayesvae.nn import MLP
 
-__all__ = ["factor_analysis", "linear_parameters", "ppca"]
+__all__ = ["check_linear_gaussian", "factor_analysis", "linear_parameters", "ppca"]
 
 
 def _check_dims(data_dim: Any, latent_dim: Any) -> tuple[int, int]:
@@ -124,24 +124,21 @@ def _affine_layer(decoder: nn.Module) -> nn.Linear | None:
     return None
 
 
-def linear_parameters(model: VAE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    r"""The loadings :math:`W`, mean :math:`\mu` and noise variances :math:`\psi` of a linear VAE.
+def check_linear_gaussian(model: VAE) -> nn.Linear:
+    r"""The affine decoder layer of a linear-Gaussian VAE; raises unless ``model`` is one.
+
+    Reads only the types and structure of the model's parts, never a parameter value, so it
+    works on a model built on the ``meta`` device.
 
     Parameters
     ----------
     model : VAE
-        A linear-Gaussian VAE: ``GaussianPrior``, a decoder ``MLP(L, D, hidden=())`` (or an
-        ``nn.Linear``) and a ``Gaussian`` (fixed ``scale`` or per-feature ``data_dim``) or
-        :class:`IsotropicGaussian` likelihood.
+        The model to check (see :func:`linear_parameters` for what qualifies).
 
     Returns
     -------
-    W : Tensor of shape (D, L)
-        The decoder's weight (differentiable: gradients reach the model).
-    mu : Tensor of shape (D,)
-        The decoder's bias (zeros when it has none).
-    psi : Tensor of shape (D,)
-        Noise variances :math:`\psi_d = \sigma_d^2` (all equal for PPCA).
+    nn.Linear
+        The decoder's single affine layer (weight :math:`W`, bias :math:`\mu`).
 
     Raises
     ------
@@ -169,6 +166,37 @@ def linear_parameters(model: VAE) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
         raise ValueError(
             f"a linear-Gaussian model needs a homoscedastic Gaussian likelihood (Gaussian(scale=s), Gaussian(data_dim=D) or IsotropicGaussian()); this model's likelihood is {type(likelihood).__name__}{' (heteroscedastic)' if isinstance(likelihood, Gaussian) else ''}."
         )
+    return layer
+
+
+def linear_parameters(model: VAE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""The loadings :math:`W`, mean :math:`\mu` and noise variances :math:`\psi` of a linear VAE.
+
+    Parameters
+    ----------
+    model : VAE
+        A linear-Gaussian VAE: ``GaussianPrior``, a decoder ``MLP(L, D, hidden=())`` (or an
+        ``nn.Linear``) and a ``Gaussian`` (fixed ``scale`` or per-feature ``data_dim``) or
+        :class:`IsotropicGaussian` likelihood.
+
+    Returns
+    -------
+    W : Tensor of shape (D, L)
+        The decoder's weight (differentiable: gradients reach the model).
+    mu : Tensor of shape (D,)
+        The decoder's bias (zeros when it has none).
+    psi : Tensor of shape (D,)
+        Noise variances :math:`\psi_d = \sigma_d^2` (all equal for PPCA).
+
+    Raises
+    ------
+    TypeError
+        If ``model`` is not a VAE.
+    ValueError
+        If its prior, decoder or likelihood is not of the linear-Gaussian kind.
+    """
+    layer = check_linear_gaussian(model)
+    likelihood = model.likelihood
     weight = layer.weight
     mu = layer.bias if layer.bias is not None else weight.new_zeros(weight.shape[0])
     # The likelihood's own distribution gives its scale (the same code the model runs).
