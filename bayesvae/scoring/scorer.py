@@ -373,7 +373,39 @@ def scoring_session(
 
     Gradients off, :func:`~bayesvae.scoring.modes.evaluation_mode` (eval-mode modules, the
     prior's scoring context) and torch's RNG seeded to ``seed`` (restored afterwards), in
-    that order; the scorer's first trace is the first draw of the seeded stream.
+    that order; the scorer's first trace is the first draw of the seeded stream, so two
+    sessions with one seed draw the same numbers.
+
+    Parameters
+    ----------
+    model, guide : callable
+        The pair to score (see :class:`TraceScorer`).
+    data : Tensor of shape (N, d), or Rows
+        Validated data; a :class:`~bayesvae.convention.Rows` carries its covariates.
+    seed : int or None
+        Seed of the session's draws; ``None`` draws from the caller's RNG stream.
+    covariates : mapping of str to Tensor of shape (N, ...), optional
+        Per-row side information, when ``data`` is a tensor.
+    vectorize : bool or None
+        See :class:`TraceScorer`.
+    data_plate : str, default "data"
+        Name of the plate that holds the per-point sites.
+
+    Yields
+    ------
+    TraceScorer
+
+    Examples
+    --------
+    >>> import torch, bayesvae
+    >>> from bayesvae.scoring import scoring_session
+    >>> model = bayesvae.VAE(prior=bayesvae.GaussianPrior(2), likelihood=bayesvae.Gaussian(scale=1.0),
+    ...                      decoder=bayesvae.MLP(2, 5))
+    >>> guide = bayesvae.AmortizedGuide(model, hidden=(8,))
+    >>> with scoring_session(model, guide, torch.randn(4, 5), seed=0) as scorer:
+    ...     chunk = scorer.score(torch.arange(4), 3, scorer.draw_globals())
+    >>> tuple(chunk.local_log_weights.shape)
+    (3, 4)
     """
     x = data.x if isinstance(data, Rows) else data
     device = x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
