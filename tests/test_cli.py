@@ -101,3 +101,71 @@ def test_fit_every_prior_from_the_command_line(prior, tmp_path):
 
     fit = bv.load(out)
     assert len(fit.history) == 2 and fit.history["elbo"].notna().all()
+
+
+# --------------------------------------------------------------------------- cold start, -m, --version
+
+_PROBE = """
+import sys
+from bayesvae.cli import main
+try:
+    main({argv!r})
+except SystemExit as exit_:
+    assert exit_.code == 0, exit_.code
+heavy = sorted(m for m in ("torch", "pyro", "arviz", "matplotlib", "pandas") if m in sys.modules)
+print("HEAVY", heavy)
+"""
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["fit", "--help"], ["report", "--help"], ["--version"]])
+def test_help_and_version_import_no_torch_pyro_or_arviz(argv):
+    result = subprocess.run([sys.executable, "-c", _PROBE.format(argv=argv)], capture_output=True, text=True, check=True)
+    assert "usage: bayesvae" in result.stdout or "bayesvae 0.1.0" in result.stdout
+    assert "HEAVY []" in result.stdout, result.stdout[-300:]
+
+
+def test_package_root_is_lazy_and_exports_every_name():
+    probe = "import sys, bayesvae; print('torch' in sys.modules); print(bayesvae.__version__)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "0.1.0"]
+    import bayesvae
+
+    for name in bayesvae.__all__:
+        assert getattr(bayesvae, name) is not None, name
+    assert bayesvae.IBPPrior is __import__("bayesvae.models", fromlist=["IBPPrior"]).IBPPrior
+    with pytest.raises(AttributeError, match="module 'bayesvae' has no attribute 'nope'"):
+        bayesvae.nope  # noqa: B018
+
+
+def test_python_dash_m_bayesvae_and_version():
+    import bayesvae
+
+    result = subprocess.run([sys.executable, "-m", "bayesvae", "--version"], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == f"bayesvae {bayesvae.__version__}"
+    result = subprocess.run([sys.executable, "-m", "bayesvae", "fit", "--help"], capture_output=True, text=True, check=True)
+    assert "--prior" in result.stdout and "usage: bayesvae fit" in result.stdout
+
+
+def test_cli_prior_names_are_the_catalogs():
+    from bayesvae.cli import PRIORS
+    from bayesvae.models.catalog import PRIORS as CATALOG
+    from bayesvae.models.catalog import PriorRequest, build_prior
+
+    assert list(PRIORS) == list(CATALOG)
+    with pytest.raises(ValueError, match=r"unknown prior 'dirichlet'; choose one of \['ard', "):
+        build_prior("dirichlet", PriorRequest(latent_dim=2, out_features=3))
+
+
+@pytest.mark.parametrize("name", ["gaussian", "ibp", "ibp-weighted", "ard", "two-level", "mixture"])
+@pytest.mark.parametrize("hidden", [(), (16, 8)])
+def test_every_named_prior_builds_a_model_with_its_own_decoder(name, hidden):
+    import torch
+
+    import bayesvae as bv
+    from bayesvae.models.catalog import PriorRequest, build_prior
+
+    prior = build_prior(name, PriorRequest(latent_dim=4, out_features=6, hidden=hidden, alpha=1.5, components=3))
+    decoder = prior.make_decoder(6, hidden=hidden)
+    model = bv.VAE(prior=prior, likelihood=bv.Gaussian(scale=1.0), decoder=decoder)
+    torch.manual_seed(0)
+    assert model.sample(3)["x"].shape == (3, 6)

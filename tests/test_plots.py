@@ -185,3 +185,91 @@ def test_global_sites_needs_global_latents(digits_fit):
     fit, _ = digits_fit
     with pytest.raises(ValueError, match="the fit's guide has no mean-field global part"):
         plots.plot_global_sites(fit)
+
+
+# --------------------------------------------------------------------------- plots draw result objects
+
+
+def test_reconstructions_and_prior_samples_are_computed_once_and_drawn_as_given(digits_fit):
+    from bayesvae.diagnostics.decoded import prior_samples, reconstructions
+
+    fit, valid = digits_fit
+    rec = reconstructions(fit, valid, num=4)
+    x = torch.as_tensor(valid.x[:4])
+    with torch.no_grad():
+        expected = fit.model.reconstruct(fit.guide.posterior(x)["z"].mean)
+    np.testing.assert_allclose(rec.reconstruction, expected.numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(rec.data, valid.x[:4])
+    canvas = plots.plot_reconstructions(rec).axes[1].get_images()[0].get_array()
+    # image k sits in columns 9k..9k+8 of the canvas (8x8 images, one pixel apart)
+    for k in range(4):
+        np.testing.assert_allclose(canvas[:8, 9 * k : 9 * k + 8], rec.reconstruction[k].reshape(8, 8), rtol=1e-6)
+    a, b = prior_samples(fit, num=9, seed=3), prior_samples(fit, num=9, seed=3)
+    np.testing.assert_array_equal(a.mean, b.mean)
+    drawn = plots.plot_prior_samples(fit, num=9, seed=3).axes[0].get_images()[0].get_array()
+    np.testing.assert_allclose(drawn[:8, :8], a.mean[0].reshape(8, 8), rtol=1e-6)
+
+
+def test_traversals_span_the_5_to_95_percent_range_of_the_posterior_means(digits_fit):
+    from bayesvae.diagnostics.decoded import latent_traversals
+
+    fit, valid = digits_fit
+    lat = latent_summary(fit, valid, seed=0)
+    t = latent_traversals(fit, valid, summary=lat, num_steps=4, units=[2, 0])
+    lo, hi = np.quantile(lat.means["z"], [0.05, 0.95], axis=0)
+    assert t.units == [2, 0] and t.site == "z"
+    np.testing.assert_allclose([t.values[0][0], t.values[0][-1]], [lo[2], hi[2]])
+    assert t.decoded[1].shape == (4, 64)
+    _renders(plots.plot_latent_traversals(t))
+
+
+def test_correlation_discrepancy_plot_draws_the_replicates_the_p_value_used():
+    rng = np.random.default_rng(1)
+    d = 300  # above MAX_CORRELATION_COLUMNS: the p-value uses a random subset of 256 columns
+    obs = rng.normal(size=(40, d))
+    reps = rng.normal(size=(20, 40, d))
+    ppc = ppc_pvalues(obs, reps, columns=[f"c{j}" for j in range(d)])
+    row = ppc.statistics[ppc.statistics["statistic"] == "correlation"].iloc[0]
+    d_rep = ppc.replicated_discrepancy
+    assert d_rep.shape == (20,)
+    # the p-value is the mid-p of the observed discrepancy among exactly these replicates
+    assert row["p_value"] == pytest.approx(np.mean(d_rep > row["observed"]) + 0.5 * np.mean(d_rep == row["observed"]))
+    fig = plots.plot_ppc_statistics(ppc)
+    assert sum(p.get_height() for p in fig.axes[2].patches) == 20
+
+
+def test_correlation_discrepancy_matches_a_plain_loop():
+    rng = np.random.default_rng(2)
+    obs = rng.normal(size=(30, 4))
+    reps = rng.normal(size=(6, 30, 4))
+    ppc = ppc_pvalues(obs, reps)
+    corr = [np.corrcoef(r, rowvar=False) for r in reps]
+    c_bar = np.mean(corr, axis=0)
+    off = ~np.eye(4, dtype=bool)
+    expected = [np.sqrt(np.mean((c - c_bar)[off] ** 2)) for c in corr]
+    np.testing.assert_allclose(ppc.replicated_discrepancy, expected, rtol=1e-10)
+
+
+def test_prior_figures_draw_the_tables_they_are_given():
+    import pandas as pd
+
+    from bayesvae.models import PriorSummary
+
+    usage = pd.DataFrame(
+        {"feature": [1, 2, 3], "usage": [0.9, 0.4, 0.01], "fraction_used": [1.0, 0.3, 0.0], "expected_pi": [0.6, 0.4, 0.2], "prior_pi": [0.67, 0.44, 0.3], "active": [True, True, False]}
+    )
+    usage.attrs.update(threshold=0.05, num_active=2)
+    fig = plots.plot_feature_usage(usage)
+    np.testing.assert_allclose([p.get_height() for p in fig.axes[0].patches], usage["usage"])
+    assert fig.axes[0].get_title() == "IBP features: 2 active of 3"
+    intervals = pd.DataFrame({"site": ["s", "s", "t"], "element": ["0", "1", ""], "mean": [0.5, -1.0, 2.0], "lower": [0.0, -2.0, 1.0], "upper": [1.0, 0.0, 3.0]})
+    fig = plots.plot_global_sites(intervals)
+    np.testing.assert_allclose(fig.axes[0].get_lines()[0].get_ydata(), [0.5, -1.0])
+    np.testing.assert_allclose(fig.axes[1].get_lines()[0].get_ydata(), [2.0])
+    summary = PriorSummary("t", "T", "intervals", intervals, "caption")
+    _renders(plots.plot_prior_summary(summary))
+    assert plots.plot_prior_summary(PriorSummary("t", "T", "table", intervals)) is None
+    with pytest.raises(TypeError, match="plot_prior_summary draws a PriorSummary, got DataFrame"):
+        plots.plot_prior_summary(intervals)
+    with pytest.raises(ValueError, match=r"intervals lacks the columns \['upper'\]"):
+        plots.plot_global_sites(intervals.drop(columns="upper"))
