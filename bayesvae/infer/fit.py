@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pyro
@@ -79,6 +80,18 @@ def _config(elbo, epochs, batch_size, lr, num_particles, dev, seed, clip_norm, a
     )
 
 
+def _checkpoint_path(checkpoint: Any, resume: Any, overwrite: bool) -> Path | None:
+    if resume not in (False, True, "new-lr"):
+        raise ValueError(f"resume must be True, False or 'new-lr', got {resume!r}")
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs checkpoint=<path>")
+    if checkpoint is None:
+        return None
+    path = Path(os.fspath(checkpoint))
+    check_checkpoint_path(path, resume=bool(resume), overwrite=overwrite)
+    return path
+
+
 def _kl_at(kl_weight: Any, epoch: int, step_: int) -> float:
     if kl_weight is None:
         return 1.0
@@ -131,47 +144,146 @@ def fit(
     jit: bool | None = None,
     progress: bool | None = None,
 ) -> FitResult:
-    r"""Fit a model and guide by stochastic variational inference; see :mod:`bayesvae.infer`.
+    r"""Fit a model and guide by stochastic variational inference.
 
-    Maximizes :math:`\mathcal L(\theta, \phi) = \mathbb E_{q_\phi(z \mid x)}[\log
-    p_\theta(x, z) - \log q_\phi(z \mid x)] \le \log p_\theta(x)` with minibatches whose data
-    plate is scaled by ``N / B`` -- verified from the first step's traces, and supplied by the
-    package for a model written with ``pyro.plate("data", x.shape[0])`` (:mod:`bayesvae.scaling`).
-    The full parameter reference is in :data:`FIT_PARAMETERS`.
+    Maximizes the evidence lower bound
+
+    .. math::
+
+        \mathcal L(\theta, \phi) = \mathbb E_{q_\phi(z \mid x)}
+            [\log p_\theta(x, z) - \log q_\phi(z \mid x)] \le \log p_\theta(x)
+
+    with minibatches: inside the data plate, sites are scaled by ``N / B`` so each minibatch
+    loss is an unbiased estimate of the full-data loss; global sites are not scaled [2]_. The
+    scale of every site is *read from the first step's traces* and verified; a model written
+    with an unscaled ``pyro.plate("data", x.shape[0])`` (Pyro's tutorial way) is scaled by the
+    package, a ``subsample_size=`` plate is given the fit's rows, and anything else that is not
+    an unbiased estimate is refused (:mod:`bayesvae.scaling`).
+
+    Parameters
+    ----------
+    model, guide : callable
+        Pyro model and guide, called as ``fn(x, *, index=..., num_data=..., **covariates)``
+        (each receives only the keywords its signature names). The package's
+        :class:`~bayesvae.models.VAE` and guides, or your own functions (methods of an
+        ``nn.Module``, closures over networks registered with ``pyro.module``, functions
+        with ``pyro.param`` sites: the fit owns those tensors and never reads Pyro's global
+        param store, so a second fit in one session starts afresh).
+    data : Tensor, ndarray, DataFrame, Dataset or Rows of shape (N, d)
+        Training data, validated once (finite, numeric, in the likelihood's support).
+    elbo : {"trace", "meanfield", "iwae"} or objective
+        ``"trace"``: ``Trace_ELBO`` (Monte Carlo). ``"meanfield"``: ``TraceMeanField_ELBO``
+        (analytic KL where torch registers one). ``"iwae"``: the importance-weighted bound per
+        data point with ``num_particles`` samples each (global latents drawn once).
+    epochs : int
+        Passes over the data.
+    batch_size : int or None
+        Minibatch size; ``None`` uses all rows every step.
+    lr : float or callable
+        Adam's learning rate, or a schedule ``epoch -> lr`` (0-based epochs), e.g.
+        :class:`~bayesvae.infer.StagedLR` (Burda et al.'s staged schedule).
+    num_particles : int
+        Samples per step of the ELBO estimate (vectorized for package models).
+    device : {"cpu", "cuda", "cuda:k"}
+        Where data, modules and parameters live.
+    seed : int
+        Seeds Pyro/torch sampling and the minibatch order. Same seed, same CPU result -- for
+        the same initial weights: seed torch (``torch.manual_seed``) before building modules.
+    validation : array-like, optional
+        Held-out data; its ELBO per point (at kl weight 1) is recorded after every epoch.
+    groups, validation_groups : array-like of int or str, optional
+        Group labels per row, passed to the model as the covariate ``groups`` (multilevel
+        priors). A string names a DataFrame column holding the labels (coded ``0..G-1`` in
+        sorted order and dropped from the features).
+    covariates, validation_covariates : mapping of str to array, optional
+        Other per-row side information, passed to model and guide by name.
+    clip_norm : float, optional
+        Clip the gradient's global norm.
+    adam_eps : float
+        Adam's :math:`\epsilon` (Burda et al. use 1e-4).
+    gradient : {"reparam", "stl", "dreg"}
+        The gradient estimator (:func:`bayesvae.objectives.make_elbo`): reparameterization,
+        sticking the landing (Roeder et al. 2017) or doubly reparameterized (Tucker et al.
+        2019, ``elbo="iwae"``).
+    kl_weight : float or callable, optional
+        A weight :math:`\beta` on the local latent terms for the *gradient* (KL warm-up,
+        e.g. :class:`bayesvae.objectives.LinearWarmup`; a callable ``(epoch, step) ->
+        beta``). Every reported ELBO is at :math:`\beta = 1`; the history records the weight.
+    dynamic_binarization : bool
+        Re-draw every row of every minibatch as ``x ~ Bernoulli(intensity)`` (data in [0, 1]).
+    on_nonfinite : {"stop", "skip"}
+        A step whose loss or gradient is not finite is never applied. ``"stop"`` raises
+        :class:`DivergenceError`; ``"skip"`` drops the update and goes on (NumPyro's
+        ``stable_update``), stopping after ``max_skips`` in a row.
+    max_skips : int
+        See ``on_nonfinite``.
+    patience : int, optional
+        Early stopping: stop when the validation ELBO has not improved for this many
+        epochs, and restore the best epoch's parameters (needs ``validation``).
+    checkpoint : path, optional
+        Save model, guide, optimizer and RNG state here every ``checkpoint_every`` epochs
+        (atomically, with digests; the previous checkpoint is kept as a fallback). The
+        directory is locked for the fit's duration.
+    checkpoint_every : int
+        Epochs between checkpoints.
+    resume : bool or "new-lr"
+        Continue from ``checkpoint`` (bit-identical on CPU to an uninterrupted fit). Every
+        setting that changes the trajectory and the data's fingerprint must match;
+        ``"new-lr"`` lets the learning-rate settings change and applies the new ones.
+    overwrite : bool
+        Replace an existing fit at ``checkpoint`` (otherwise refused).
+    callback : callable, optional
+        Called after each epoch with that epoch's record, before the checkpoint, on every
+        process. Parts with an ``anneal(record)`` method are advanced the same way.
+    distributed : bool
+        Data-parallel over ``torch.distributed`` processes (``torchrun``): each process
+        takes every P-th row of each minibatch and gradients are averaged in one all-reduce
+        per step. Rank 0 writes checkpoints and scores validation data.
+    distributed_timeout : float or None
+        Seconds a collective waits for the other processes before failing with an error
+        naming the unresponsive rank (default 300).
+    jit : bool or None
+        Trace each step's loss once per batch shape and replay it
+        (:class:`~bayesvae.infer.jit.CompiledLoss`; same numbers for the same seed).
+        ``None``: on for the package's components and, checked against one eager step and
+        falling back to eager when they differ, for hand-written functions.
+    progress : bool or None
+        A tqdm bar over epochs (``None``: when standard error is a terminal).
 
     Returns
     -------
     FitResult
+        Model, guide, history, config, data description, own parameters and the
+        convergence verdict (a ``RuntimeWarning`` says so when the ELBO was still rising).
 
     Raises
     ------
     ValueError
-        Bad data or settings, scales that cannot be verified, an occupied checkpoint path.
+        Bad data or settings, scales that cannot be verified, an occupied or unusable
+        checkpoint path, a resume whose settings or data differ.
     DivergenceError
         A non-finite loss, gradient or parameter; ``err.result`` holds the last verified-finite
         state and a checkpoint on disk is the last good one.
+
+    References
+    ----------
+    .. [1] M. D. Hoffman, D. M. Blei, C. Wang and J. Paisley, "Stochastic Variational
+       Inference", JMLR 14, 2013.
+    .. [2] E. Bingham et al., "Pyro: Deep Universal Probabilistic Programming", JMLR 20, 2019,
+       arXiv:1810.09538.
     """
     dev = resolve_device(device)
     config = _config(elbo, epochs, batch_size, lr, num_particles, dev, seed, clip_norm, adam_eps, gradient, kl_weight, on_nonfinite, dynamic_binarization, checkpoint_every)
-    if resume not in (False, True, "new-lr"):
-        raise ValueError(f"resume must be True, False or 'new-lr', got {resume!r}")
-    if resume and checkpoint is None:
-        raise ValueError("resume=True needs checkpoint=<path>")
+    ckpt = _checkpoint_path(checkpoint, resume, overwrite)
     rows, vrows = training_rows(model, guide, data, validation, groups=groups, validation_groups=validation_groups, covariates=covariates, validation_covariates=validation_covariates, device=dev, dtype=_dtype_of(model, guide), dynamic_binarization=dynamic_binarization)
     if vrows is not None and isinstance(guide, MeanFieldGuide):
         raise ValueError("validation data cannot be scored with a MeanFieldGuide (it has no parameters for unseen points); use an amortized guide")
     if patience is not None and vrows is None:
         raise ValueError("patience= (early stopping) needs validation= data")
-    ckpt = None if checkpoint is None else os.fspath(checkpoint)
-    from pathlib import Path
-
-    ckpt = None if ckpt is None else Path(ckpt)
-    if ckpt is not None:
-        check_checkpoint_path(ckpt, resume=bool(resume), overwrite=overwrite)
     for m in owned_modules(model, guide):
         m.to(dev)
     replicas = Replicas(distributed, dev, timeout=distributed_timeout)
-    n, bsz = rows.num_data, rows.num_data if batch_size is None else min(batch_size, rows.num_data)
+    bsz = rows.num_data if batch_size is None else min(batch_size, rows.num_data)
     if replicas.active and bsz < replicas.world:
         raise ValueError(f"batch_size={bsz} is smaller than the {replicas.world} distributed processes")
     replicas.broadcast([p for m in owned_modules(model, guide) for p in m.parameters()])
@@ -201,13 +313,7 @@ def fit(
                     if hasattr(objective, "kl_weight"):
                         objective.kl_weight = weight
                     if run.state is None:
-                        init = dict(lr=epoch_lr, adam_eps=config.adam_eps, clip_norm=config.clip_norm, replicas=replicas, jit=bool(use_jit), check_jit=not (package_built(model) and package_built(guide)), param_set=run.param_set, on_nonfinite=on_nonfinite, max_skips=max_skips, optim_state=run.optim_state)
-                        run.state = init_state(model, guide, objective, batch, **init)
-                        plate = run.state.plan.plate
-                        if isinstance(elbo, str) and plate is not None and plate != DATA_PLATE:  # a user's plate name
-                            objective = make_elbo(elbo, num_particles=num_particles, model=model, gradient=gradient, data_plate=plate)
-                            run.state = init_state(model, guide, objective, batch, plan=run.state.plan, **init)
-                        run.config = _with_plan(run.config, run.state.plan)
+                        objective = _start(run, objective, batch, elbo=elbo, num_particles=num_particles, gradient=gradient, lr=epoch_lr, jit=bool(use_jit), on_nonfinite=on_nonfinite, max_skips=max_skips)
                     for group in run.state.optimizer.param_groups:
                         group["lr"], group["eps"] = epoch_lr, config.adam_eps
                     try:
@@ -219,14 +325,9 @@ def fit(
                         total += loss * share
                         covered += share
             run.elapsed += time.perf_counter() - t0
-            record: dict[str, float] = {"epoch": epoch + 1, "elbo": -float(total) / (covered * n) if covered else float("nan"), "lr": epoch_lr}
-            if kl_weight is not None:
-                record["kl_weight"] = weight
-            if on_nonfinite == "skip":
-                record["skipped"] = run.state.skipped - skipped0
+            record = _record(run, epoch, total, covered, epoch_lr, weight if kl_weight is not None else None, skipped0 if on_nonfinite == "skip" else None)
             if vrows is not None and replicas.is_main:
-                base_model, base_guide = base_calls(model, guide, run.param_set)
-                record["val_elbo"] = elbo_per_point(objective, base_model, base_guide, vrows)
+                record["val_elbo"] = elbo_per_point(objective, *base_calls(model, guide, run.param_set), vrows)
             record["seconds"] = run.elapsed
             run.history.append(record)
             for hook in schedules:  # schedules and the callback may change what the next epoch uses
@@ -255,10 +356,30 @@ def fit(
     return run.result()
 
 
-def _with_plan(config: FitConfig, plan: Any) -> FitConfig:
+def _start(run: Run, objective: Any, batch: Any, *, elbo, num_particles, gradient, lr, jit, on_nonfinite, max_skips) -> Any:
+    """The first step's state: verify scales, create parameters, build the optimizer."""
     import dataclasses
 
-    return dataclasses.replace(config, data_plate=plan.plate, rescaled=plan.rescale)
+    from bayesvae.objectives import make_elbo
+
+    model, guide = run.model, run.guide
+    init = dict(lr=lr, adam_eps=run.config.adam_eps, clip_norm=run.config.clip_norm, replicas=run.replicas, jit=jit, check_jit=not (package_built(model) and package_built(guide)), param_set=run.param_set, on_nonfinite=on_nonfinite, max_skips=max_skips, optim_state=run.optim_state)
+    run.state = init_state(model, guide, objective, batch, **init)
+    plate = run.state.plan.plate
+    if isinstance(elbo, str) and plate is not None and plate != DATA_PLATE:  # a user's plate name
+        objective = make_elbo(elbo, num_particles=num_particles, model=model, gradient=gradient, data_plate=plate)
+        run.state = init_state(model, guide, objective, batch, plan=run.state.plan, **init)
+    run.config = dataclasses.replace(run.config, data_plate=plate, rescaled=run.state.plan.rescale)
+    return objective
+
+
+def _record(run: Run, epoch: int, total: torch.Tensor, covered: float, lr: float, weight: float | None, skipped0: int | None) -> dict[str, float]:
+    record: dict[str, float] = {"epoch": epoch + 1, "elbo": -float(total) / (covered * run.rows.num_data) if covered else float("nan"), "lr": lr}
+    if weight is not None:
+        record["kl_weight"] = weight
+    if skipped0 is not None:
+        record["skipped"] = run.state.skipped - skipped0
+    return record
 
 
 def _diverge(run: Run, message: str) -> None:
