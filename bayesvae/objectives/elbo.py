@@ -317,11 +317,13 @@ def _elbo_parts(objective, model_trace, guide_trace, *, analytic_kl: bool):
     plate, gradient = objective.data_plate, objective.gradient
     setting = f"kl_weight={objective.kl_weight!r}" if gradient == "reparam" else f"gradient={gradient!r}"
     rest, local = 0.0, 0.0
+    found = False
     for name, site in sample_sites(model_trace):
         if site["is_observed"]:
             rest = rest + _scaled_log_prob_sum(site)
             continue
         is_local = in_plate(site, plate)
+        found = found or is_local
         q = guide_trace.nodes.get(name)
         if q is None:  # a model-only latent site: its log p, as Pyro counts it
             term = _scaled_log_prob_sum(site)
@@ -336,6 +338,11 @@ def _elbo_parts(objective, model_trace, guide_trace, *, analytic_kl: bool):
     for name, q in sample_sites(guide_trace):  # auxiliary guide sites
         if not q["is_observed"] and name not in model_trace.nodes:
             rest = rest - _guide_log_prob(name, q, gradient, setting)
+    if not found and objective.kl_weight != 1.0:
+        plates = sorted({f.name for _, site in sample_sites(model_trace) for f in site["cond_indep_stack"]})
+        raise ValueError(
+            f"kl_weight={objective.kl_weight!r} weights the latent sites inside the plate named {plate!r}, but the model has none there (its plates: {plates}); pass data_plate= with the name of the model's data plate"
+        )
     return rest, local
 
 
