@@ -126,7 +126,22 @@ def machine_info(device: torch.device | str = "cpu") -> dict[str, Any]:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda
+    info["bayesvae_source"] = _source(Path(bayesvae.__file__).resolve().parent)
     return info
+
+
+def _source(package: Path) -> str:
+    """Where the imported bayesvae lives and, in a git checkout, its commit (``+dirty`` if edited)."""
+    import subprocess
+
+    try:
+        commit = subprocess.run(["git", "-C", str(package), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0:
+            return str(package)
+        dirty = subprocess.run(["git", "-C", str(package), "status", "--porcelain", "--", "."], capture_output=True, text=True, timeout=10)
+        return f"{package} @ {commit.stdout.strip()}{'+dirty' if dirty.stdout.strip() else ''}"
+    except (OSError, subprocess.SubprocessError):
+        return str(package)
 
 
 @dataclass
