@@ -18,6 +18,7 @@ TINY = {
     "model_comparison.py": ["--epochs", "1", "--num-samples", "10"],
     "ibp_bars.py": ["--n", "50", "--epochs", "1", "--restarts", "1"],
     "prior_comparison.py": ["--epochs", "1", "--samples", "10", "--rows", "300"],
+    "tabular_imputation.py": ["--epochs", "2", "--particles", "5", "--imputations", "2", "--output", "tabular_imputation.md"],
 }
 
 
