@@ -52,10 +52,12 @@ _EXPORTS = {
     "FitConfig": "bayesvae.infer",
     "DivergenceError": "bayesvae.infer",
     "IWAE_ELBO": "bayesvae.objectives",
+    # tables
+    "impute": "bayesvae.tabular",
 }
 
 #: Subpackages reachable as attributes without an explicit import.
-_SUBMODULES = ("datasets", "evaluation")
+_SUBMODULES = ("datasets", "evaluation", "tabular")
 
 # written out (not derived from _EXPORTS) so that linters see the names
 __all__ = [
@@ -92,6 +94,8 @@ __all__ = [
     "FitConfig",
     "DivergenceError",
     "IWAE_ELBO",
+    "impute",
+    "tabular",
 ]
 
 
@@ -111,7 +115,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from bayesvae import datasets, evaluation
+    from bayesvae import datasets, evaluation, tabular
     from bayesvae.guides import AmortizedGuide, ExactPosteriorGuide, MeanFieldGuide
     from bayesvae.infer import DivergenceError, FitConfig, FitResult, evaluate_elbo, fit, load
     from bayesvae.models import (
@@ -137,3 +141,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     )
     from bayesvae.nn import MLP
     from bayesvae.objectives import IWAE_ELBO
+    from bayesvae.tabular import impute

@@ -260,7 +260,7 @@ def test_samples_and_imputations_keep_names_dtypes_and_labels():
     assert set(draw["risk"]) <= {"low", "mid", "high"} and set(draw["smoker"]) <= {True, False}
     np.testing.assert_array_equal(sample_frame(model, 30, seed=0)["height"].to_numpy(), draw["height"].to_numpy())
     result = impute((model, guide), holes, num_imputations=3, num_particles=20, num_draws=50, seed=0)
-    assert len(result.frames) == 3
+    assert len(result.frames) == 3 and bv.impute is impute
     for completed in (*result.frames, result.point()):
         assert list(completed.columns) == list(holes.columns) and (completed.index == holes.index).all()
         assert dict(completed.dtypes.astype(str)) == dict(holes.dtypes.astype(str))
