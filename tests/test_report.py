@@ -193,3 +193,52 @@ def test_cli_report_writes_html_and_markdown(tmp_path, capsys):
     assert f"wrote {out}" in capsys.readouterr().out
     assert out.exists() and out.with_suffix(".md").exists()
     assert "<h1>bayesvae report: run</h1>" in out.read_text()
+
+
+def test_report_asks_the_prior_for_its_sections(tmp_path):
+    """A prior of the user's own joins the report through Prior.summaries, with no change to the report."""
+    import pandas as pd
+
+    from bayesvae.models import PriorSummary
+
+    class TabledPrior(bv.GaussianPrior):
+        def summaries(self, guide, x=None, *, groups=None):
+            frame = pd.DataFrame({"rows seen": [int(x.shape[0])]})
+            return (PriorSummary("mine", "Mine", "table", frame, "A table of the prior's own."),)
+
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).normal(size=(30, 3)).astype(np.float32)
+    model = bv.VAE(prior=TabledPrior(2), likelihood=bv.Gaussian(scale=1.0), decoder=bv.MLP(2, 3))
+    guide = bv.AmortizedGuide(model, hidden=(4,))
+    html = report((model, guide), x, tmp_path / "own.html", num_samples=30, ppc_samples=10).read_text()
+    assert "<h2>Prior</h2>" in html and "A table of the prior&#x27;s own." in html and "rows seen" in html
+
+
+def test_report_of_a_group_prior_shows_group_effects_and_pooling(tmp_path):
+    from bayesvae.models import GroupPrior
+
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).normal(size=(30, 3)).astype(np.float32)
+    g = np.arange(30) % 3
+    model = bv.VAE(prior=GroupPrior(2, groups=3), likelihood=bv.Gaussian(scale=1.0), decoder=bv.MLP(2, 3))
+    guide = bv.AmortizedGuide(model, hidden=(4,))
+    fit = bv.fit(model, guide, x, groups=g, epochs=1, seed=0)
+    path = report(fit, x, tmp_path / "groups.html", groups=g, num_samples=30, ppc_samples=10)
+    html = path.read_text()
+    assert 'id="fig-group_effects"' in html and 'id="fig-global_sites"' in html
+    assert "Observed shrinkage" in html and "shrinkage" in path.with_suffix(".md").read_text()
+
+
+def test_report_sections_are_built_from_the_computed_results(tmp_path):
+    from bayesvae.report.compute import compute
+    from bayesvae.report.sections import SECTIONS
+
+    torch.manual_seed(0)
+    model = bv.VAE(prior=bv.GaussianPrior(2), likelihood=bv.Gaussian(scale=1.0), decoder=bv.MLP(2, 3))
+    guide = bv.AmortizedGuide(model, hidden=(4,))
+    x = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
+    results = compute((model, guide), x, num_samples=30, seed=0, groups=None, labels=None, ppc_samples=10)
+    assert results.history is None and results.prior_summaries == () and results.global_intervals is None
+    assert results.metrics.shape[0] == 1 and results.pareto.khat.shape == (40,)
+    titles = [s.title for s in (build(results, 40) for build in SECTIONS) if s is not None]
+    assert titles == ["Summary", "Is the variational posterior trustworthy?", "Posterior predictive checks", "Latent space", "Reconstructions and samples", "Settings"]
