@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import bayesvae as bv
+from bayesvae.models import VampPrior
 from bayesvae.objectives import Trace_ELBO, TraceMeanField_ELBO
 
 PAIRS = [(Trace_ELBO, pyro.infer.Trace_ELBO), (TraceMeanField_ELBO, pyro.infer.TraceMeanField_ELBO)]
@@ -28,6 +29,7 @@ PRIORS = {
     "ard": lambda: bv.ARDPrior(3, width=8),
     "two-level": lambda: bv.HierarchicalLatentPrior(dims=(2, 3)),
     "mixture": lambda: bv.MixturePrior(3, components=4),
+    "vamp": lambda: VampPrior(3, data_dim=64, components=5, unit_interval=True),
 }
 
 
