@@ -415,3 +415,17 @@ def test_imputed_categories_beat_the_majority_class():
     # Bayes accuracy given z is about 0.7 and the majority class about 0.4; with ~250 cells
     # the accuracy's sd is 0.03, so a 0.15 margin fails only if the latent is not used.
     assert accuracy > majority + 0.15
+
+
+def test_imputation_runs_where_the_model_lives(device):
+    frame = _mixed(30)
+    holes = frame.assign(height=frame["height"].mask(frame.index < 5), risk=frame["risk"].mask(frame.index > 25))
+    lik = Columns.infer(holes)
+    model, guide = _model(lik, 5)
+    model.to(device), guide.to(device)
+    rows = prepare_rows(model, guide, holes, missing="model")
+    assert rows.x.device.type == device and rows.covariates["mask"].device.type == device
+    result = impute((model, guide), holes, num_imputations=2, num_particles=8, num_draws=20, seed=0)
+    assert not result.point().isna().any().any() and len(result.intervals()) == 5
+    assert ppc_summary((model, guide), holes, num_replicates=2).shape[0] > 0
+    assert column_log_likelihood((model, guide), holes, num_particles=4).notna().all()
