@@ -17,7 +17,7 @@ import torch
 from torch.nn.utils.stateless import _reparametrize_module
 
 import bayesvae as bv
-from bayesvae.models import exact_posterior, linear_parameters, ppca
+from bayesvae.models import ConcreteRelaxation, exact_posterior, linear_parameters, ppca
 from bayesvae.models.vae import data_plate
 from bayesvae.objectives import IWAE_ELBO, Trace_ELBO, TraceMeanField_ELBO, make_elbo
 
@@ -284,6 +284,10 @@ def test_discrete_sites_and_flows_are_refused():
         Trace_ELBO(kl_weight=0.5).differentiable_loss(discrete_model, discrete_guide, x)
 
     torch.manual_seed(0)
+    ibp = bv.VAE(prior=bv.IBPPrior(2.0, truncation=4), likelihood=bv.Bernoulli(), decoder=bv.MLP(4, 8, hidden=()))
+    ibp_guide = bv.AmortizedGuide(ibp, hidden=(8,))
+    with pytest.raises(ValueError, match="site 'b' is scored by BernoulliSurrogate, which is not .*ConcreteRelaxation"):
+        Trace_ELBO(gradient="stl").differentiable_loss(ibp, ibp_guide, torch.bernoulli(torch.full((4, 8), 0.5)))
     model = bv.VAE(prior=bv.GaussianPrior(2), likelihood=bv.Bernoulli(), decoder=bv.MLP(2, 8, hidden=()))
     guide = bv.AmortizedGuide(model, hidden=(8,), flows=1)
     xb = torch.bernoulli(torch.full((4, 8), 0.5))
@@ -292,14 +296,14 @@ def test_discrete_sites_and_flows_are_refused():
             objective.differentiable_loss(model, guide, xb)
 
 
-@pytest.mark.parametrize("prior", ["gaussian", "mixture", "ard", "ibp-relaxed", "two-level"])
+@pytest.mark.parametrize("prior", ["gaussian", "mixture", "ard", "ibp-concrete", "two-level"])
 def test_estimators_run_for_the_package_priors(prior):
     """Every prior with reparameterized local sites trains a step under STL (and DReG where valid)."""
     priors = {
         "gaussian": lambda: bv.GaussianPrior(3),
         "mixture": lambda: bv.MixturePrior(3, components=4),
         "ard": lambda: bv.ARDPrior(3, width=8),
-        "ibp-relaxed": lambda: bv.IBPPrior(2.0, truncation=4),
+        "ibp-concrete": lambda: bv.IBPPrior(2.0, truncation=4, estimator=ConcreteRelaxation()),
         "two-level": lambda: bv.HierarchicalLatentPrior(dims=(2, 3)),
     }
     torch.manual_seed(0)

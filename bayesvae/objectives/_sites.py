@@ -12,6 +12,8 @@ from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import Distribution
 
+from bayesvae.distributions import BernoulliSurrogate
+
 __all__ = ["GRADIENTS", "DATA_PLATE", "in_plate", "sample_sites", "detached", "check_gradient", "check_kl_weight", "check_plate_name"]
 
 #: Gradient estimators by name (see :func:`bayesvae.objectives.make_elbo`).
@@ -58,6 +60,13 @@ def detached(fn: Distribution, site: str, gradient: str) -> Distribution:
     if not fn.has_rsample:
         raise ValueError(
             f"gradient={gradient!r} needs reparameterized guide sites (z a differentiable function of the guide's parameters); site {site!r} ({type(fn).__name__}) is not. Use gradient='reparam', or a relaxed (reparameterized) family for this site."
+        )
+    base = fn
+    while hasattr(base, "base_dist") and not isinstance(base, TransformedDistribution):
+        base = base.base_dist
+    if isinstance(base, BernoulliSurrogate):
+        raise ValueError(
+            f"gradient={gradient!r} drops the score term of log q, which has mean zero only when log q is the density of the draws; site {site!r} is scored by BernoulliSurrogate, which is not (the IBP's RelaxedBernoulliKL estimator). Use IBPPrior(estimator=ConcreteRelaxation()), a true Concrete density, or gradient='reparam'."
         )
     try:
         if isinstance(fn, TransformedDistribution):
