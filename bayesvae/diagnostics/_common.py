@@ -14,13 +14,11 @@ from bayesvae.convention import Rows
 from bayesvae.scoring import (
     GlobalDraw,
     ImportanceSamples,
-    TraceScorer,
     default_chunk_size,
-    evaluation_mode,
     importance_log_weights,
     prepare,
     resolve,
-    seeded,
+    scoring_session,
 )
 
 __all__ = [
@@ -169,8 +167,7 @@ def replicate(
     num, n = samples.num_samples, samples.num_data
     chunk = chunk_size or default_chunk_size(x.shape[1])
     out = _Replicates((num, n), _numpy_dtype(x.dtype))
-    with evaluation_mode(model, guide), seeded(seed, x.device):
-        scorer = TraceScorer(model, guide, inputs.rows, vectorize=samples.vectorized)
+    with scoring_session(model, guide, inputs.rows, seed=seed, vectorize=samples.vectorized) as scorer:
         # without a shared global draw (globals_once=False) each sample has its own g^s
         shared = samples.globals_once or not samples.global_sites
         for first in [0] if shared else range(num):

@@ -33,13 +33,7 @@ import torch
 from torch.distributions import kl_divergence
 
 from bayesvae.diagnostics._common import read_inputs
-from bayesvae.scoring import (
-    TraceScorer,
-    check_positive_int,
-    default_chunk_size,
-    evaluation_mode,
-    seeded,
-)
+from bayesvae.scoring import check_positive_int, default_chunk_size, scoring_session
 
 __all__ = ["LatentSummary", "latent_summary"]
 
@@ -152,8 +146,7 @@ def latent_summary(
     means: dict[str, list[torch.Tensor]] = {}
     kl_sum: dict[str, torch.Tensor] = {}
     method: dict[str, str] = {}
-    with evaluation_mode(inputs.model, inputs.guide), seeded(seed, xt.device):
-        scorer = TraceScorer(inputs.model, inputs.guide, inputs.rows)
+    with scoring_session(inputs.model, inputs.guide, inputs.rows, seed=seed) as scorer:
         draw = scorer.draw_globals()
         for start in range(0, n, n_block):
             rows = torch.arange(start, min(start + n_block, n), device=xt.device)
