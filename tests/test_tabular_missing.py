@@ -76,7 +76,7 @@ def test_overrides_by_column_name_and_their_errors():
     assert [schema[c].kind for c in ("income", "height", "visits")] == ["lognormal", "student-t", "negative-binomial"]
     assert schema["income"].loc == pytest.approx(np.log(frame["income"]).mean())
     assert infer_schema(frame, positive="lognormal")["height"].kind == "lognormal"
-    likelihood = schema.likelihood()
+    likelihood = Columns.from_schema(schema)
     assert {type(p).__name__ for p in likelihood.parts} >= {"StudentT", "NegativeBinomial", "Gaussian"}
     with pytest.raises(ValueError, match=r"kinds\['income'\] = 'gamma' is not a column kind"):
         infer_schema(frame, kinds={"income": "gamma"})
@@ -123,7 +123,7 @@ def test_masked_cells_sum_the_observed_cells_only():
 
 def _drop_column(model_a, guide_a, schema_b, j, d):
     """Model and guide over the columns other than ``j``, sharing every other weight."""
-    lik_b = schema_b.likelihood()
+    lik_b = Columns.from_schema(schema_b)
     model_b, guide_b = _model(lik_b, d - 1, missing=True)
     model_b.double(), guide_b.double()
     keep_out = [i for i in range(model_a.decoder.net[0].out_features) if i != j]  # column j's Gaussian output
@@ -147,7 +147,7 @@ def test_elbo_with_a_column_entirely_missing_equals_the_elbo_without_it():
     frame = frame[["height", "weight", "visits", "smoker", "blood", "risk"]]
     schema_a = infer_schema(frame)
     schema_b = infer_schema(frame.drop(columns="weight"))
-    lik_a = schema_a.likelihood()
+    lik_a = Columns.from_schema(schema_a)
     model_a, guide_a = _model(lik_a, 6, missing=True)
     model_a.double(), guide_a.double()
     j = 1  # "weight": the second column of the Gaussian block (decoder outputs 0, 1)
