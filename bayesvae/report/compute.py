@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -87,21 +88,6 @@ def _checked_labels(labels: Any, n: int) -> np.ndarray | None:
     return labels
 
 
-def _posterior_predictive(view: Any, inputs: Any, *, ppc_samples: int, seed: int) -> Any:
-    """Replicates and their p-values, through the same InferenceData a user would build."""
-    from bayesvae.diagnostics._common import draw_importance_samples, replicate
-    from bayesvae.diagnostics.inference_data import assemble
-    from bayesvae.diagnostics.ppc import PPCResult
-
-    has_globals = bool(getattr(getattr(view.model, "prior", None), "global_sites", lambda: ())())
-    iw_pp = draw_importance_samples(
-        inputs, num_samples=ppc_samples, seed=seed + 1, globals_once=not has_globals, return_samples=True
-    )
-    reps, observed = replicate(inputs, iw_pp, seed=seed + 2)
-    idata = assemble(view, inputs, iw_pp, reps, observed, seed=seed)
-    return PPCResult.from_inference_data(idata, var_name=next(iter(observed)))
-
-
 def _decoded(view: Any, inputs: Any, latents: Any, *, seed: int) -> tuple[Any, Any, Any]:
     """Traversals, reconstructions and prior samples of a VAE (``None`` otherwise)."""
     from bayesvae.diagnostics.decoded import (
@@ -141,22 +127,27 @@ def compute(
     The order of the steps is fixed (draws that share torch's global RNG follow each other
     in the same order every time), so the same seed gives the same report.
     """
-    from bayesvae.diagnostics._common import draw_importance_samples, read_inputs
+    from bayesvae.diagnostics import latent_summary, posterior_predictive_check, psis_diagnostic
     from bayesvae.diagnostics.decoded import fit_parts
-    from bayesvae.diagnostics.latents import latent_summary
-    from bayesvae.diagnostics.psis import diagnose_weights
     from bayesvae.evaluation import evaluate
+    from bayesvae.scoring import prepare, resolve
 
-    inputs = read_inputs(fit, x, groups)
+    model, guide = resolve(fit)
+    rows = prepare(model, guide, x, groups=groups)  # validated once; x_t, g_t on the model's device
+    x_t, g_t = rows.x, rows.covariates.get("groups")
+    inputs = SimpleNamespace(model=model, guide=guide, x=x_t, groups=g_t)
     view = fit_parts(fit)
-    n, d = inputs.x.shape
-    metrics = evaluate(fit, inputs.x, num_samples=num_samples, seed=seed, groups=inputs.groups)
-    pareto = diagnose_weights(draw_importance_samples(inputs, num_samples=num_samples, seed=seed))
-    ppc = _posterior_predictive(view, inputs, ppc_samples=ppc_samples, seed=seed)
+    n, d = x_t.shape
+    metrics = evaluate(fit, x_t, num_samples=num_samples, seed=seed, groups=g_t)
+    pareto = psis_diagnostic(fit, x_t, num_samples=num_samples, seed=seed, groups=g_t)
+    # the original data, so that a DataFrame's column names label the statistics
+    ppc = posterior_predictive_check(fit, x, num_samples=ppc_samples, seed=seed + 1, groups=groups)
     history = getattr(view, "history", None)
-    latents = latent_summary((inputs.model, inputs.guide), inputs.x, seed=seed, groups=inputs.groups)
+    latents = latent_summary((model, guide), x_t, seed=seed, groups=g_t)
     traversals, recon, samples = _decoded(view, inputs, latents, seed=seed)
     summaries, intervals = _prior_parts(view, inputs, seed=seed)
+    if labels is None:
+        labels = getattr(x, "labels", None)
     return ReportResults(
         num_rows=int(n),
         num_columns=int(d),
@@ -168,7 +159,7 @@ def compute(
         ppc=ppc,
         history=history if isinstance(history, pd.DataFrame) and len(history) else None,
         latents=latents,
-        labels=_checked_labels(inputs.labels if labels is None else labels, int(n)),
+        labels=_checked_labels(labels, int(n)),
         traversals=traversals,
         reconstructions=recon,
         prior_samples=samples,
