@@ -56,7 +56,10 @@ bayesvae epoch (``fit``'s per-epoch callback) one epoch of the PyTorch implement
 each with its own random streams (the PyTorch side draws from its own ``torch.Generator``s
 and never touches the global RNG that ``fit`` uses), so both see the same machine noise.
 Epoch times are wall clock between callbacks; the steady state excludes the first epoch
-(data validation, tracing, allocator warm-up).
+(data validation, tracing, allocator warm-up). ``--check-estimators`` (done by
+``--acceptance``) first copies bayesvae's initial weights into the PyTorch network and scores
+100 test rows with both estimators: their difference must be Monte Carlo noise, which checks
+that the two implementations are the same model and the same estimator.
 
 ``--acceptance``: static MNIST, 150 epochs (``--epochs`` overrides), batch 100, constant
 lr 1e-3, Adam eps 1e-4, ``meanfield``, K = 1000 on 1000 random test rows, seed 0, both
@@ -507,26 +510,8 @@ class TorchTrainer:
     @torch.no_grad()
     def evaluate(self) -> dict[str, Any]:
         """Own IWAE estimator (chunked, running logsumexp) and own active-unit count."""
-        proto, x = self.proto, self.data.test
         t0 = time.perf_counter()
-        gen = torch.Generator(device=self.device).manual_seed(proto.seed + 1)
-        k = proto.eval_samples
-        s_block = min(k, proto.eval_chunk)
-        n_block = max(1, proto.eval_chunk // s_block)
-        log_px, elbo = x.new_empty(x.shape[0], dtype=torch.float64), x.new_empty(x.shape[0], dtype=torch.float64)
-        for start in range(0, x.shape[0], n_block):
-            xb = x[start : start + n_block]
-            loc, scale = self.net.encode(xb)
-            lse = xb.new_full((xb.shape[0],), -math.inf)
-            mean_logw = xb.new_zeros(xb.shape[0])
-            for s0 in range(0, k, s_block):
-                s = min(s_block, k - s0)
-                eps = torch.randn((s, *loc.shape), generator=gen, device=xb.device, dtype=xb.dtype)
-                logw = self.net.log_weights(xb, eps, loc, scale)
-                lse = torch.logaddexp(lse, torch.logsumexp(logw, 0))
-                mean_logw += logw.sum(0) / k
-            log_px[start : start + xb.shape[0]] = (lse - math.log(k)).double()
-            elbo[start : start + xb.shape[0]] = mean_logw.double()
+        log_px, elbo = torch_log_px(self.net, self.data.test, self.proto.eval_samples, self.proto.eval_chunk, self.proto.seed + 1)
         mu, _ = self.net.encode(self.data.active)
         variance = mu.double().var(0, unbiased=False)
         return {
@@ -536,6 +521,69 @@ class TorchTrainer:
             "active_units": int((variance > 0.01).sum()),
             "eval_seconds": time.perf_counter() - t0,
         }
+
+
+@torch.no_grad()
+def torch_log_px(net: TorchVAE, x: torch.Tensor, num_samples: int, chunk: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: log p̂(x_n) = logsumexp_k log w_nk - log K, and the ELBO (1/K) sum_k log w_nk on the same draws.
+
+    Blocks of at most ``chunk`` (sample, point) pairs with a running ``logaddexp``, so memory
+    does not grow with K; draws from a ``torch.Generator`` seeded with ``seed``.
+    """
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    k = num_samples
+    s_block = min(k, chunk)
+    n_block = max(1, chunk // s_block)
+    log_px, elbo = x.new_empty(x.shape[0], dtype=torch.float64), x.new_empty(x.shape[0], dtype=torch.float64)
+    for start in range(0, x.shape[0], n_block):
+        xb = x[start : start + n_block]
+        loc, scale = net.encode(xb)
+        lse = xb.new_full((xb.shape[0],), -math.inf)
+        mean_logw = xb.new_zeros(xb.shape[0])
+        for s0 in range(0, k, s_block):
+            s = min(s_block, k - s0)
+            eps = torch.randn((s, *loc.shape), generator=gen, device=xb.device, dtype=xb.dtype)
+            logw = net.log_weights(xb, eps, loc, scale)
+            lse = torch.logaddexp(lse, torch.logsumexp(logw, 0))
+            mean_logw += logw.sum(0) / k
+        log_px[start : start + xb.shape[0]] = (lse - math.log(k)).double()
+        elbo[start : start + xb.shape[0]] = mean_logw.double()
+    return log_px.cpu(), elbo.cpu()
+
+
+def check_estimators(proto: Protocol, data: Data, device: torch.device, rows: int = 100, samples: int = 200) -> dict[str, float]:
+    """Both implementations' estimators on the *same* weights: their log p̂(x) must agree.
+
+    The bayesvae model and guide (as initialized for this protocol) are copied layer by layer
+    into a ``TorchVAE``; both then score the same ``rows`` test rows with ``samples``
+    importance samples each. With independent draws the per-row difference has mean 0, so
+    ``|mean difference| / its SE`` above about 4 points at a mismatch in architecture or
+    estimator rather than Monte Carlo noise.
+    """
+    torch.manual_seed(proto.seed)
+    model, guide = build_bayesvae(data.out_bias.cpu())
+    net = TorchVAE(data.out_bias.cpu())
+    pairs = [
+        (net.enc[0], guide.trunk[0].net[0]), (net.enc[2], guide.trunk[0].net[2]), (net.enc[4], guide.heads["z"].linear),
+        (net.dec[0], model.decoder.net[0]), (net.dec[2], model.decoder.net[2]), (net.dec[4], model.decoder.net[4]),
+    ]
+    with torch.no_grad():
+        for mine, theirs in pairs:
+            mine.weight.copy_(theirs.weight)
+            mine.bias.copy_(theirs.bias)
+    model, guide, net = model.to(device), guide.to(device), net.to(device)
+    x = data.test[:rows]
+    per_torch, _ = torch_log_px(net, x, samples, proto.eval_chunk, proto.seed + 3)
+    per_bv = log_marginal_likelihood((model, guide), x, num_samples=samples, seed=proto.seed + 3, chunk_size=proto.eval_chunk).per_point.double().cpu()
+    diff = per_bv - per_torch
+    return {
+        "rows": rows,
+        "samples": samples,
+        "bayesvae": float(per_bv.mean()),
+        "torch": float(per_torch.mean()),
+        "difference": float(diff.mean()),
+        "difference_se": float(diff.std() / math.sqrt(diff.numel())),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -582,6 +630,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--acceptance", action="store_true", help="the acceptance protocol: static, 150 epochs, b=100, constant lr 1e-3, K=1000 on 1000 test rows, seed 0, both implementations alternated")
+    p.add_argument("--check-estimators", action="store_true", help="first score 100 test rows with both estimators on the same (initial) weights; they must agree (done by --acceptance)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--log-every", type=int, default=10, help="print training progress every this many epochs")
     p.add_argument("--out", default=str(RESULTS / "mnist_loglik"), help="results file stem (.json and .md; rows are merged)")
@@ -634,6 +683,14 @@ def main(argv=None) -> int:
     print(f"data: {data.description}; train {tuple(data.train.shape)}, test {tuple(data.test.shape)}", flush=True)
     if proto.schedule == "burda":
         print(f"schedule: {schedules['torch'].describe()}", flush=True)
+    estimator_check = None
+    if args.check_estimators or (args.acceptance and args.impl == "both"):
+        estimator_check = check_estimators(proto, data, device)
+        print(
+            "estimator check (same weights, {rows} test rows, K={samples}): bayesvae {bayesvae:.3f}, torch {torch:.3f},"
+            " difference {difference:+.3f} +- {difference_se:.3f} nats".format(**estimator_check),
+            flush=True,
+        )
 
     def log(epoch: int, impl: str, elbo: float, seconds: float) -> None:
         if epoch == 1 or epoch % args.log_every == 0 or epoch == proto.epochs:
@@ -699,6 +756,7 @@ def main(argv=None) -> int:
         "schedule": schedules["torch"].describe() if proto.schedule == "burda" else f"constant {proto.lr:g}",
         "results": results,
         "comparison": comparison,
+        "estimator_check": estimator_check,
         "acceptance": acceptance,
         "published": None if pub is None else {"nll": pub[0], "source": pub[1]},
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
@@ -772,6 +830,12 @@ def render(runs: list[dict[str, Any]]) -> list[str]:
             lines.append(
                 f"- bayesvae - torch: log p̂(x) {c['dlogp']:+.3f} nats; steady epoch time ratio bayesvae/torch: min {c['ratio_min']:.3f},"
                 f" median {c['ratio_median']:.3f}, median of per-epoch pairs {c['ratio_paired']:.3f}; steps/s bayesvae {c['bv_steps']:.1f}, eager torch {c['torch_steps']:.1f}"
+            )
+        e = run.get("estimator_check")
+        if e:
+            lines.append(
+                f"- estimator check (both estimators on the same initial weights, {e['rows']} test rows, K={e['samples']}): bayesvae {e['bayesvae']:.3f},"
+                f" torch {e['torch']:.3f}, difference {e['difference']:+.3f} ± {e['difference_se']:.3f} nats"
             )
         a = run.get("acceptance")
         if a:
