@@ -69,7 +69,7 @@ class NormalHead(LocalHead):
 
 
 def _inv_softplus(y: float) -> float:
-    return float(torch.log(torch.expm1(torch.tensor(float(y)))))
+    return float(torch.log(torch.expm1(torch.tensor(float(y), device="cpu"))))  # CPU: also under torch.device('meta')
 
 
 class GlobalGuide(nn.Module):

@@ -84,7 +84,7 @@ class MixturePrior(Prior):
         self.init_spread = float(init_spread)
         self.logits = nn.Parameter(torch.zeros(components))
         self.loc = nn.Parameter(init_spread * torch.randn(components, latent_dim))
-        raw1 = float(torch.log(torch.expm1(torch.tensor(1.0 - MIN_SCALE))))
+        raw1 = float(torch.log(torch.expm1(torch.tensor(1.0 - MIN_SCALE, device="cpu"))))  # CPU: also under the meta device
         self.raw_scale = nn.Parameter(torch.full((components, latent_dim), raw1))
 
     @property
