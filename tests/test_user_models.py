@@ -237,3 +237,64 @@ def test_prediction_api_on_a_fit(digits):
     assert tuple(draws.shape) == (7, 64) and set(torch.unique(torch.as_tensor(np.asarray(draws))).tolist()) <= {0.0, 1.0}
     rec = result.reconstruct(digits[:5].numpy())
     assert tuple(rec.shape) == (5, 64) and bool(((rec > 0) & (rec < 1)).all())
+
+
+def _global_model():
+    dec = nn.Linear(2, 64)
+
+    def model(x, *, index, num_data):
+        pyro.module("dec", dec)
+        s = pyro.sample("s", dist.LogNormal(0.0, 1.0))  # one global site
+        with pyro.plate("data", num_data, subsample=index):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], 2), s).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=dec(z)).to_event(1), obs=x)
+
+    return model
+
+
+def _pyro_truth(model, guide, x, repeats=20):
+    from pyro.infer import Trace_ELBO
+
+    n = x.shape[0]
+    vals = torch.tensor([-Trace_ELBO().loss(model, guide, x, index=torch.arange(n), num_data=n) / n for _ in range(repeats)])
+    return float(vals.mean()), float(vals.std())
+
+
+def test_pyro_autonormal_as_a_per_point_guide(digits):
+    from pyro.infer.autoguide import AutoNormal
+
+    x = digits[:400]
+    model = _global_model()
+    # non-amortized: one (loc, scale) per data point over the full plate; create_plates is
+    # Pyro's documented way for an autoguide to use the model's subsample
+    guide = AutoNormal(model, create_plates=lambda x, *, index, num_data: pyro.plate("data", num_data, subsample=index))
+    first = bv.fit(model, guide, x, epochs=6, batch_size=100, lr=2e-2, seed=0)
+    assert first.history["elbo"].iloc[-1] > first.history["elbo"].iloc[0] + 1
+    result = bv.fit(model, guide, x, epochs=1, batch_size=100, lr=1e-9, seed=1)
+    truth, sd = _pyro_truth(model, guide, x)
+    assert abs(result.history["elbo"].iloc[-1] - truth) < _tolerance(sd, 20)
+
+
+def test_pyro_autonormal_for_globals_beside_an_amortized_local_guide(digits):
+    from pyro import poutine
+    from pyro.infer.autoguide import AutoNormal
+
+    x = digits[:400]
+    model = _global_model()
+    enc = nn.Linear(64, 4)
+    globals_guide = AutoNormal(poutine.block(model, expose=["s"]))
+
+    def guide(x, *, index, num_data):
+        globals_guide(x, index=index, num_data=num_data)
+        pyro.module("enc", enc)
+        with pyro.plate("data", num_data, subsample=index):
+            loc, raw = enc(x).chunk(2, -1)
+            pyro.sample("z", dist.Normal(loc, nn.functional.softplus(raw) + 1e-3).to_event(1))
+
+    first = bv.fit(model, guide, x, epochs=5, batch_size=100, lr=1e-2, seed=0)
+    assert {"AutoNormal.locs.s", "AutoNormal.scales.s"} <= set(first.params)
+    assert first.history["elbo"].iloc[-1] > first.history["elbo"].iloc[0] + 2
+    result = bv.fit(model, guide, x, epochs=1, batch_size=100, lr=1e-9, seed=1)
+    truth, sd = _pyro_truth(model, guide, x)
+    assert abs(result.history["elbo"].iloc[-1] - truth) < _tolerance(sd, 20)
+    assert abs(bv.evaluate_elbo(result.model, result.guide, x) - truth) < _tolerance(sd, 20)

@@ -479,7 +479,7 @@ def _materialize(model: Any, guide: Any, params: ParamSet, info: DataInfo, devic
     x = torch.zeros(2, info.data_dim, device=device)
     kw = {"index": torch.arange(2, device=device), "num_data": 2}
     try:
-        with pyro.validation_enabled(False), torch.no_grad(), params.messenger():
+        with pyro.validation_enabled(False), torch.no_grad(), params.context():
             trace = poutine.trace(Call(guide)).get_trace(x, **kw)
             poutine.trace(poutine.replay(Call(model), trace=trace)).get_trace(x, **kw)
     except Exception as exc:  # noqa: BLE001 - any failure: the weights could not be restored

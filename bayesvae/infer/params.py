@@ -19,10 +19,13 @@ parameters for ``pyro.module`` sites -- the first time the function runs.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import pyro
 import torch
 from pyro.distributions import constraints
 from pyro.poutine.messenger import Messenger
@@ -92,6 +95,7 @@ class ParamSet:
         self.module_sites: set[str] = set()
         self.pending = dict(pending or {})
         self.pending_constraints = dict(pending_constraints or {})
+        self.store_state: dict[str, Any] = {"params": {}, "constraints": {}}
 
     def __len__(self) -> int:
         return len(self.unconstrained)
@@ -104,9 +108,23 @@ class ParamSet:
         """A :class:`~bayesvae.convention.Call` wrapper entering :meth:`messenger` around a call."""
 
         def wrap(fn, x, kwargs):
-            return OwnParams(self)(fn)
+            def call(*args, **kw):
+                with self.context():
+                    return fn(*args, **kw)
+
+            return call
 
         return wrap
+
+    @contextlib.contextmanager
+    def context(self):
+        """Run with this set answering ``param`` statements, inside a private param store.
+
+        The private store (``ParamStoreDict.scope``) holds what a ``PyroModule`` (e.g. one
+        of Pyro's autoguides) syncs into a store, so that two fits never share one by name.
+        """
+        with pyro.get_param_store().scope(self.store_state), OwnParams(self):
+            yield
 
     def constrained(self, exclude: Iterable[torch.Tensor] = ()) -> dict[str, torch.Tensor]:
         """Detached constrained values, without the tensors in ``exclude`` (e.g. module weights)."""
@@ -135,7 +153,9 @@ class ParamSet:
         if name not in self.unconstrained:
             self._create(name, init, constraint)
         u = self.unconstrained[name]
-        return u if name in self.module_sites else transform_to(self.constraints[name])(u)
+        value = u if name in self.module_sites else transform_to(self.constraints[name])(u)
+        value.unconstrained = weakref.ref(u)  # as Pyro's store does (subsampled params read it)
+        return value
 
     def _create(self, name: str, init: Any, constraint: Any) -> None:
         loaded = self.pending.pop(name, None)
@@ -166,6 +186,16 @@ class ParamSet:
         self.unconstrained[name] = u
         self.constraints[name] = c
 
+    def adopt(self, name: str, unconstrained: torch.Tensor, constraint: Any) -> None:
+        """Own a tensor that a module holds (a ``PyroModule`` parameter), loading a saved value."""
+        loaded = self.pending.pop(name, None)
+        if loaded is not None:
+            c = CONSTRAINTS.get(self.pending_constraints.get(name, "real"), constraints.real)
+            with torch.no_grad():
+                unconstrained.copy_(transform_to(c).inv(loaded.to(unconstrained.device, unconstrained.dtype)))
+        self.unconstrained[name] = unconstrained
+        self.constraints[name] = constraint
+
     def to(self, device: torch.device) -> None:
         """Move the non-module tensors to ``device`` (modules are moved by their owner)."""
         for name, u in list(self.unconstrained.items()):
@@ -184,6 +214,10 @@ class OwnParams(Messenger):
         args = msg["args"]
         name = args[0]
         init = args[1] if len(args) > 1 else msg["kwargs"].get("init_tensor")
+        store = pyro.get_param_store()
+        if init is None and name not in self.params.unconstrained and name in store._params:
+            # a PyroModule synced its own nn.Parameter into the (private) store
+            self.params.adopt(name, store._params[name], store._constraints.get(name, constraints.real))
         constraint = msg["kwargs"].get("constraint", constraints.real)
         msg["value"] = self.params.resolve(name, init, constraint)
         msg["done"] = True
@@ -208,7 +242,7 @@ class Scoped:
         self.__doc__ = getattr(self.fn, "__doc__", None)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        with OwnParams(self.params):
+        with self.params.context():
             return self.fn(*args, **kwargs)
 
     def __repr__(self) -> str:
