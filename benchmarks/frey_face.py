@@ -64,6 +64,7 @@ References
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import os
 import sys
@@ -212,6 +213,7 @@ def main(argv=None) -> int:
     fit = bv.fit(
         model, guide, train, elbo="meanfield", epochs=proto.epochs, batch_size=proto.batch_size, lr=proto.lr,
         seed=proto.seed, device=str(device), validation=test,
+        **({"progress": False} if "progress" in inspect.signature(bv.fit).parameters else {}),
     )
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
