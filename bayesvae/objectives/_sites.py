@@ -7,10 +7,10 @@ import math
 from typing import Any
 
 import torch
-from pyro.distributions import TransformedDistribution
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import site_is_subsample
-from torch.distributions import Distribution
+from torch import nn
+from torch.distributions import Distribution, Independent, Transform
 
 from bayesvae.distributions import BernoulliSurrogate
 
@@ -35,16 +35,39 @@ def sample_sites(trace: Trace):
             yield name, site
 
 
+class _Unstoppable(Exception):
+    """A distribution whose parameters cannot be cut from the graph by detaching its tensors."""
+
+
+def _detach_transform(t: Transform) -> Transform:
+    """A copy of a parameter-tensor transform with its tensors detached; a cached or network-backed one is refused."""
+    if getattr(t, "_cache_size", 0) != 0:
+        # a cached inverse would hand back the live base draw instead of inverting z
+        raise _Unstoppable(type(t).__name__)
+    new = copy.copy(t)
+    new._inv = None  # the copied weak reference would reach the live transform's inverse
+    for key, value in list(vars(new).items()):
+        if value is None:
+            continue
+        if torch.is_tensor(value):
+            setattr(new, key, value.detach())
+        elif isinstance(value, nn.Module) or callable(value):
+            raise _Unstoppable(type(t).__name__)  # parameters inside a network
+        elif isinstance(value, (list, tuple)) and any(isinstance(v, Transform) for v in value):
+            setattr(new, key, type(value)(_detach_transform(v) for v in value))
+    return new
+
+
 def _detach_attributes(d: Distribution) -> Distribution:
-    """A shallow copy of ``d`` whose tensor attributes (and those of nested distributions) are detached."""
+    """A shallow copy of ``d`` whose tensor attributes (and those of nested distributions and transforms) are detached."""
     new = copy.copy(d)
     for key, value in list(vars(new).items()):
         if torch.is_tensor(value):
             setattr(new, key, value.detach())
-        elif isinstance(value, TransformedDistribution):
-            raise TypeError(type(value).__name__)
         elif isinstance(value, Distribution):
             setattr(new, key, _detach_attributes(value))
+        elif isinstance(value, (list, tuple)) and any(isinstance(v, Transform) for v in value):
+            setattr(new, key, type(value)(_detach_transform(v) for v in value))
     return new
 
 
@@ -52,29 +75,29 @@ def detached(fn: Distribution, site: str, gradient: str) -> Distribution:
     r"""``fn`` with its parameters cut from the graph: :math:`q_{\bar\phi}`, for :math:`\log q_{\bar\phi}(z)` at a live :math:`z`.
 
     Every tensor attribute (parameters and cached lazy properties, recursively through
-    ``Independent`` and mixtures) is replaced by its ``detach()``; the value the density is
-    evaluated at keeps its graph. A flow (``TransformedDistribution``) is refused: its
-    parameters live in its transforms' networks, and its cached inverse returns the
-    un-stopped base draw, so detaching the tensors it holds would not stop them.
+    ``Independent``, mixtures and the transforms of a ``TransformedDistribution`` such as
+    ``LogNormal``) is replaced by its ``detach()``; the value the density is evaluated at
+    keeps its graph. A normalizing flow is refused: its parameters live in its transforms'
+    networks, and its cached inverse returns the un-stopped base draw, so detaching the
+    tensors it holds would not stop them. So is the IBP's ``BernoulliSurrogate``, which is
+    not a density of its draws (the score term dropped would not have mean zero).
     """
     if not fn.has_rsample:
         raise ValueError(
             f"gradient={gradient!r} needs reparameterized guide sites (z a differentiable function of the guide's parameters); site {site!r} ({type(fn).__name__}) is not. Use gradient='reparam', or a relaxed (reparameterized) family for this site."
         )
     base = fn
-    while hasattr(base, "base_dist") and not isinstance(base, TransformedDistribution):
+    while isinstance(base, Independent):
         base = base.base_dist
     if isinstance(base, BernoulliSurrogate):
         raise ValueError(
             f"gradient={gradient!r} drops the score term of log q, which has mean zero only when log q is the density of the draws; site {site!r} is scored by BernoulliSurrogate, which is not (the IBP's RelaxedBernoulliKL estimator). Use IBPPrior(estimator=ConcreteRelaxation()), a true Concrete density, or gradient='reparam'."
         )
     try:
-        if isinstance(fn, TransformedDistribution):
-            raise TypeError(type(fn).__name__)
         return _detach_attributes(fn)
-    except TypeError:
+    except _Unstoppable:
         raise ValueError(
-            f"gradient={gradient!r} evaluates log q(z) at the sampled z with the guide's parameters stopped; site {site!r} is a normalizing flow (TransformedDistribution), whose parameters live in its transforms' networks and whose cached inverse returns the un-stopped base draw, so they cannot be stopped here. Use gradient='reparam' with flows."
+            f"gradient={gradient!r} evaluates log q(z) at the sampled z with the guide's parameters stopped; site {site!r} is a normalizing flow ({type(base).__name__}), whose parameters live in its transforms' networks and whose cached inverse returns the un-stopped base draw, so they cannot be stopped here. Use gradient='reparam' with flows."
         ) from None
 
 
