@@ -324,3 +324,24 @@ def test_estimators_run_for_the_package_priors(prior):
         loss.backward()
         grads = [q.grad for q in [*model.parameters(), *guide.parameters()] if q.grad is not None]
         assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_stopped_density_of_a_lognormal_site():
+    """LogNormal (a TransformedDistribution without networks): STL's term plus the dropped score is the full gradient."""
+    from bayesvae.objectives._sites import detached
+
+    loc = torch.tensor([0.3], dtype=torch.float64, requires_grad=True)
+    scale = torch.tensor([0.5], dtype=torch.float64, requires_grad=True)
+    q = dist.LogNormal(loc, scale).to_event(1)
+    z = q.rsample()
+    stopped = detached(q, "g", "stl")
+    torch.testing.assert_close(stopped.log_prob(z), q.log_prob(z), rtol=0, atol=0)
+    assert not stopped.log_prob(z.detach()).requires_grad  # no parameter left in the graph
+    path = torch.autograd.grad(stopped.log_prob(z), [loc, scale], retain_graph=True)
+    full = torch.autograd.grad(q.log_prob(z), [loc, scale])
+    # log q(z) with log z = loc + scale eps: d/dloc = -1 and d/dscale = -eps - 1/scale in total;
+    # the score at fixed z is (eps / scale, (eps^2 - 1) / scale)
+    eps = (z.detach().log() - loc.detach()) / scale.detach()
+    torch.testing.assert_close(full[0], -torch.ones(1, dtype=torch.float64))
+    torch.testing.assert_close(full[0] - path[0], eps / scale.detach())
+    torch.testing.assert_close(full[1] - path[1], (eps.pow(2) - 1) / scale.detach())
