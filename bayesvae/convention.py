@@ -181,15 +181,15 @@ class Call:
         return self(batch.x, **batch.kwargs())
 
 
-def check_data(model: Any, x: torch.Tensor, info: DataInfo, name: str) -> None:
-    """Validate data against a model: its width and its likelihood's support."""
+def check_data(model: Any, x: torch.Tensor, info: DataInfo, name: str, *, support: bool = True) -> None:
+    """Validate data against a model: its width and (unless ``support=False``) its likelihood's support."""
     width = getattr(model, "data_dim", None)
     if width is not None and width != info.data_dim:
         raise ValueError(
             f"{name} has {info.data_dim} columns but the model expects data_dim={width}; build the model for {info.data_dim} features or pass matching data"
         )
     likelihood = getattr(model, "likelihood", None)
-    if likelihood is not None and hasattr(likelihood, "validate"):
+    if support and likelihood is not None and hasattr(likelihood, "validate"):
         likelihood.validate(x, info.columns)
 
 
@@ -214,6 +214,7 @@ def prepare_rows(
     device: torch.device | None = None,
     dtype: torch.dtype | None = None,
     missing: str = "error",
+    support: bool = True,
 ) -> Rows:
     """Validate ``data`` (and per-row covariates) for ``model``; returns :class:`Rows`.
 
@@ -223,7 +224,9 @@ def prepare_rows(
     ``schema`` when it has one (:class:`bayesvae.models.Schema`). ``missing="model"`` (or a
     bool ``covariates["mask"]``, True = observed) zero-fills missing cells and puts the
     observed mask into ``covariates["mask"]`` when any cell is missing
-    (:func:`bayesvae.data.as_tensor`).
+    (:func:`bayesvae.data.as_tensor`). ``support=False`` skips the likelihood's support
+    check (for data transformed before it reaches the model, e.g. intensities that are
+    binarized per minibatch).
     """
     if isinstance(data, Rows):
         return data
@@ -242,7 +245,7 @@ def prepare_rows(
             cov["mask"] = mask
     else:
         x, info = as_tensor(data, device=device, dtype=dtype, name=name, missing=missing, schema=schema)
-    check_data(model, x, info, name)
+    check_data(model, x, info, name, support=support)
     if groups is not None:
         cov["groups"] = as_groups(groups, info.num_data, device=device)
     for key, value in covariates.items():

@@ -46,6 +46,7 @@ def training_rows(
     device: torch.device,
     dtype: torch.dtype,
     dynamic_binarization: bool,
+    missing: str | None = None,
 ) -> tuple[Rows, Rows | None]:
     """Validate training (and validation) data once, at the boundary."""
     if isinstance(groups, str):  # a DataFrame column of group labels
@@ -53,7 +54,9 @@ def training_rows(
         data, groups, categories = group_column(data, column, None, "data")
         if validation is not None and validation_groups is None:
             validation, validation_groups, _ = group_column(validation, column, categories, "validation data")
-    rows = prepare_rows(model, guide, data, groups=groups, covariates=covariates, device=device, dtype=dtype)
+    if missing is None:  # a DataFrame's missing cells are modelled; elsewhere NaN is an error
+        missing = "model" if isinstance(data, pd.DataFrame) and bool(data.isna().any().any()) else "error"
+    rows = prepare_rows(model, guide, data, groups=groups, covariates=covariates, device=device, dtype=dtype, missing=missing, support=not dynamic_binarization)
     if dynamic_binarization:
         x = rows.x
         if not bool(((x >= 0) & (x <= 1)).all()):
@@ -71,6 +74,7 @@ def training_rows(
             name="validation data",
             device=device,
             dtype=dtype,
+            missing="model" if missing == "model" or (isinstance(validation, pd.DataFrame) and bool(validation.isna().any().any())) else "error",
         )
     return rows, vrows
 

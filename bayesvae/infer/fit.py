@@ -131,6 +131,7 @@ def fit(
     gradient: str = "reparam",
     kl_weight: float | Callable[[int, int], float] | None = None,
     dynamic_binarization: bool = False,
+    missing: str | None = None,
     on_nonfinite: str = "stop",
     max_skips: int = 10,
     patience: int | None = None,
@@ -211,6 +212,11 @@ def fit(
         beta``). Every reported ELBO is at :math:`\beta = 1`; the history records the weight.
     dynamic_binarization : bool
         Re-draw every row of every minibatch as ``x ~ Bernoulli(intensity)`` (data in [0, 1]).
+    missing : {"model", "error"} or None
+        Missing cells (NaN, ``pd.NA``, ``None``): ``"model"`` masks their log-likelihood out
+        per cell and passes the observed mask to model and guide as the covariate ``mask``;
+        ``"error"`` refuses them. ``None``: ``"model"`` for a DataFrame with missing cells,
+        ``"error"`` otherwise.
     on_nonfinite : {"stop", "skip"}
         A step whose loss or gradient is not finite is never applied. ``"stop"`` raises
         :class:`DivergenceError`; ``"skip"`` drops the update and goes on (NumPyro's
@@ -275,7 +281,7 @@ def fit(
     dev = resolve_device(device)
     config = _config(elbo, epochs, batch_size, lr, num_particles, dev, seed, clip_norm, adam_eps, gradient, kl_weight, on_nonfinite, dynamic_binarization, checkpoint_every)
     ckpt = _checkpoint_path(checkpoint, resume, overwrite)
-    rows, vrows = training_rows(model, guide, data, validation, groups=groups, validation_groups=validation_groups, covariates=covariates, validation_covariates=validation_covariates, device=dev, dtype=_dtype_of(model, guide), dynamic_binarization=dynamic_binarization)
+    rows, vrows = training_rows(model, guide, data, validation, groups=groups, validation_groups=validation_groups, covariates=covariates, validation_covariates=validation_covariates, device=dev, dtype=_dtype_of(model, guide), dynamic_binarization=dynamic_binarization, missing=missing)
     if vrows is not None and isinstance(guide, MeanFieldGuide):
         raise ValueError("validation data cannot be scored with a MeanFieldGuide (it has no parameters for unseen points); use an amortized guide")
     if patience is not None and vrows is None:
