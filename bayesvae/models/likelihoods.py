@@ -370,7 +370,7 @@ class NegativeBinomial(Likelihood):
             raise ValueError(f"init_dispersion must be positive, got {init_dispersion!r}")
         self.data_dim = data_dim
         self.init_dispersion = float(init_dispersion)
-        self.log_dispersion = nn.Parameter(torch.full((data_dim,), float(torch.log(torch.tensor(init_dispersion)))))
+        self.log_dispersion = nn.Parameter(torch.full((data_dim,), float(torch.log(torch.tensor(init_dispersion, device="cpu")))))
 
     def num_outputs(self, data_dim):
         if data_dim != self.data_dim:
