@@ -182,9 +182,8 @@ class IWAE_ELBO:
             model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
         return glob, guide_trace, model_trace
 
-    def _global_term(self, glob: Trace, model_trace: Trace) -> torch.Tensor | float:
-        """log p(g) - log q(g), counted once (with stopped guide parameters under STL/DReG)."""
-        term = 0.0
+    def _add_globals(self, bound: torch.Tensor, glob: Trace, model_trace: Trace) -> torch.Tensor:
+        """``bound`` plus log p(g) - log q(g), counted once (stopped guide parameters under STL/DReG)."""
         k = self.num_particles
         for name, site in glob.nodes.items():
             p = model_trace.nodes[name]["fn"].log_prob(site["value"])
@@ -193,8 +192,8 @@ class IWAE_ELBO:
             if p.dim() >= -dim and p.shape[dim] == k:
                 p = p.select(dim, 0)
             q = site["fn"] if self.gradient == "reparam" else detached(site["fn"], name, self.gradient)
-            term = term + p.sum() - q.log_prob(site["value"]).sum()
-        return term
+            bound = bound + p.sum() - q.log_prob(site["value"]).sum()
+        return bound
 
     def differentiable_loss(self, model, guide, *args: Any, **kwargs: Any) -> torch.Tensor:
         """:math:`-\\mathcal L_K` (at ``kl_weight``) estimated on one minibatch, differentiable."""
@@ -223,7 +222,7 @@ class IWAE_ELBO:
         local = local.reshape(k, -1)
         point = torch.logsumexp(local, dim=0) - math.log(k)
         bound = point.sum() * scale
-        return -(bound + self._global_term(glob, model_trace))
+        return -self._add_globals(bound, glob, model_trace)
 
     def loss(self, model, guide, *args: Any, **kwargs: Any) -> float:
         """:math:`-\\mathcal L_K` (at ``kl_weight``) as a float (no gradient)."""
@@ -273,12 +272,12 @@ class IWAE_ELBO:
         point = torch.logsumexp(log_w, dim=0) - math.log(k)
         if self.gradient == "dreg":
             point = point.detach() + self._dreg_surrogate(model, log_w, model_trace, guide_trace, args, kwargs)
-        global_term = self._global_term(glob, model_trace)
-        loss = -(point.sum() * scale + global_term)
+        loss = -self._add_globals(point.sum() * scale, glob, model_trace)
         if beta == 1.0:
             return loss, loss.detach()
-        plain = torch.logsumexp(obs + ratio, dim=0) - math.log(k)
-        return loss, -(plain.sum() * scale + global_term).detach()
+        with torch.no_grad():
+            plain = torch.logsumexp(obs + ratio, dim=0) - math.log(k)
+            return loss, -self._add_globals(plain.sum() * scale, glob, model_trace)
 
     def _dreg_surrogate(self, model, log_w, model_trace, guide_trace, args, kwargs) -> torch.Tensor:
         r"""Per point, zero-valued, with the DReG gradient: :math:`\bar w^2` on the draws' paths, :math:`\bar w` elsewhere."""
