@@ -79,9 +79,20 @@ def _local_log_prob(trace) -> torch.Tensor:
 
 @torch.no_grad()
 def draw_particles(
-    model: Callable, guide: Callable, x: torch.Tensor, mask: torch.Tensor, *, num_particles: int, seed: int | None
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    num_particles: int,
+    seed: int | None,
+    max_rows: int = 65536,
 ) -> Particles:
     """Draw ``num_particles`` guide samples per row and weight them by the replayed model.
+
+    The rows are stacked ``c`` times into one call of ``c * N`` rows (``c * N <= max_rows``):
+    points in the data plate are conditionally independent, so each copy of a row is an
+    independent draw of its :math:`z` (global sites are drawn once per call).
 
     Parameters
     ----------
@@ -95,15 +106,24 @@ def draw_particles(
         K.
     seed : int or None
         Seeds the draws without touching the global RNG state (``None``: the current state).
+    max_rows : int
+        Most rows in one call.
     """
     model_fn, guide_fn = Call(model), Call(guide)
+    n = x.shape[0]
+    per_call = max(1, min(num_particles, max_rows // max(n, 1)))
     logs, outs = [], []
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
         if seed is not None:
             torch.manual_seed(seed)
-        for _ in range(num_particles):
-            q = poutine.trace(guide_fn).get_trace(x, mask=mask)
-            p = poutine.trace(poutine.replay(model_fn, trace=q)).get_trace(x, mask=mask)
-            logs.append(_local_log_prob(p) - _local_log_prob(q))
-            outs.append(p.nodes["_RETURN"]["value"])
-    return Particles(log_weights=torch.stack(logs), out=torch.stack(outs))
+        done = 0
+        while done < num_particles:
+            c = min(per_call, num_particles - done)
+            xs, ms = x.repeat(c, 1), mask.repeat(c, 1)
+            q = poutine.trace(guide_fn).get_trace(xs, mask=ms)
+            p = poutine.trace(poutine.replay(model_fn, trace=q)).get_trace(xs, mask=ms)
+            logs.append((_local_log_prob(p) - _local_log_prob(q)).reshape(c, n))
+            out = p.nodes["_RETURN"]["value"]
+            outs.append(out.reshape(c, n, out.shape[-1]))
+            done += c
+    return Particles(log_weights=torch.cat(logs), out=torch.cat(outs))
