@@ -421,7 +421,6 @@ def test_imputation_of_a_linear_gaussian_table_matches_the_exact_conditional_mea
     assert 0.85 <= coverage <= 0.95
 
 
-@pytest.mark.slow
 def test_imputed_categories_beat_the_majority_class():
     rng = np.random.default_rng(2)
     n = 1000
