@@ -10,13 +10,19 @@ import pandas as pd
 import pyro
 import torch
 
-from bayesvae.convention import Call as _Call
-from bayesvae.evaluation._gaps_inputs import TraceScorer, check_positive_int, prepare, resolve
+from bayesvae.evaluation.local_family import LocalGuide, local_guide, reparameterized
 from bayesvae.evaluation.marginal_likelihood import iwae_kernel
-from bayesvae.guides import GlobalGuide, MeanFieldGuide
-from bayesvae.models import VAE
+from bayesvae.infer.params import owned_modules
+from bayesvae.infer.step import init_state, step
 from bayesvae.objectives import make_elbo
-from bayesvae.scoring import evaluation_mode, seeded
+from bayesvae.scoring import (
+    TraceScorer,
+    check_positive_int,
+    evaluation_mode,
+    prepare,
+    resolve,
+    seeded,
+)
 
 __all__ = ["InferenceGaps", "amortization_gap", "supports_amortization_gap"]
 
@@ -34,8 +40,9 @@ class InferenceGaps:
         :math:`\mathcal L[q_\phi(z \mid x_n)]`, the ELBO of the encoder's output (Monte Carlo
         mean of the log importance weights over ``num_samples`` draws).
     local_elbo : Tensor of shape (N,)
-        :math:`\mathcal L[q^*_n]`, the ELBO of a per-datapoint mean-field Gaussian optimized
-        for point :math:`n` (initialized at the encoder's output, model frozen).
+        :math:`\mathcal L[q^*_n]`, the ELBO of the per-datapoint family optimized for point
+        :math:`n` (:mod:`bayesvae.evaluation.local_family`: the guide's own family per site,
+        initialized at the encoder's output; model and global factors frozen).
     log_marginal : Tensor of shape (N,)
         :math:`\log \hat p(x_n)`, the IWAE estimate with ``num_samples`` draws from the
         optimized local guide -- the same draws as ``local_elbo``, so the approximation gap
@@ -101,12 +108,8 @@ class InferenceGaps:
 
 
 def supports_amortization_gap(model: Any, guide: Any) -> bool:
-    """Whether :func:`amortization_gap` applies: a VAE with normal local sites and an amortized guide."""
-    if not isinstance(model, VAE) or not callable(getattr(guide, "posterior", None)):
-        return False
-    if model.prior.global_sites() and not isinstance(getattr(guide, "globals", None), GlobalGuide):
-        return False
-    return all(s.family == "normal" and not s.conditions_on for s in model.prior.local_sites())
+    """Whether :func:`amortization_gap` applies: the guide has a latent site inside the data plate."""
+    return callable(model) and callable(guide)
 
 
 def amortization_gap(
@@ -122,6 +125,8 @@ def amortization_gap(
     batch_size: int = 1000,
     seed: int | None = 0,
     groups: Any = None,
+    covariates: Any = None,
+    elbo: str | None = None,
 ) -> InferenceGaps:
     r"""The amortization and approximation gaps of Cremer, Li & Duvenaud [1]_, per data point.
 
@@ -131,29 +136,30 @@ def amortization_gap(
           = \underbrace{\log p(x_n) - \mathcal L[q^*_n]}_{\text{approximation gap}}
           + \underbrace{\mathcal L[q^*_n] - \mathcal L[q_\phi(z \mid x_n)]}_{\text{amortization gap}},
 
-    where :math:`q^*_n = \arg\max_{q \in \mathcal Q} \mathcal L[q]` is the best member of
-    the per-datapoint mean-field Gaussian family :math:`\mathcal Q` for point :math:`n`.
-    An amortized mean-field encoder outputs a member of :math:`\mathcal Q` for each point,
-    so it can at best match :math:`q^*_n`: the amortization gap is :math:`\ge 0` up to
-    optimization and Monte Carlo noise, and 0 when the encoder already outputs the optimum.
+    where :math:`q^*_n = \arg\max_{q \in \mathcal Q} \mathcal L[q]` is the best member of a
+    per-datapoint family :math:`\mathcal Q` for point :math:`n`. :math:`\mathcal Q` is built
+    from the fitted guide's own local sites (:func:`~bayesvae.evaluation.local_family.local_guide`):
+    the same family per site where that is natural (diagonal or full-covariance Normal),
+    else a diagonal Normal on the unconstrained space pushed through ``biject_to(support)``.
+    When the encoder outputs members of :math:`\mathcal Q` it can at best match
+    :math:`q^*_n`: the gap is :math:`\ge 0` up to optimization and Monte Carlo noise. (For a
+    site whose amortized family is richer than :math:`\mathcal Q` -- a flow -- it can be
+    negative.) This works for a user's own Pyro model and guide as for the package's.
 
-    :math:`q^*_n` is found by a :class:`~bayesvae.MeanFieldGuide` initialized at the encoder's
-    output (``initialize_from(guide.posterior(x), rows)``) and optimized with Adam on the
-    ELBO (analytic KL where registered, ``num_particles`` draws) while the model's parameters
-    are frozen. Points are optimized jointly in blocks of ``batch_size``: the loss is a sum of
-    per-point terms and Adam's update is elementwise, so this is exactly per-point
-    optimization. Stopping rule: every ``window`` steps the mean loss per point is compared
-    with the previous window's; an improvement below ``tol`` halves the learning rate, and
-    the sixth such stall ends the block (or ``max_steps``). Adam's steps are normalized, so
-    near the optimum they jitter by about the learning rate; the halvings shrink that jitter. The global sites' guide, if any, is
-    copied from the fit and frozen. :math:`\log \hat p(x_n)` is the IWAE estimate with
-    ``num_samples`` draws from :math:`q^*_n`.
+    :math:`q^*_n` starts at the encoder's output and is optimized with the training step of
+    :func:`~bayesvae.fit` (:func:`bayesvae.infer.step`: Adam, ``num_particles`` draws, analytic
+    KL where registered) while the model's parameters and the guide's (global factors
+    included) are frozen. Points are optimized jointly in blocks of ``batch_size``: the loss
+    is a sum of per-point terms and Adam's update is elementwise, so this is exactly
+    per-point optimization. Stopping rule: every ``window`` steps the mean loss per point is
+    compared with the previous window's; an improvement below ``tol`` halves the learning
+    rate, and the sixth such stall ends the block (or ``max_steps``). :math:`\log \hat p(x_n)`
+    is the IWAE estimate with ``num_samples`` draws from :math:`q^*_n`.
 
     Parameters
     ----------
     fit : FitResult or (model, guide)
-        A :class:`~bayesvae.VAE` with an amortized guide that has ``posterior(x)`` (e.g.
-        :class:`~bayesvae.AmortizedGuide`) and only unconditioned ``"normal"`` local sites.
+        A fitted model and guide; any Pyro functions with latent sites in the data plate.
     x : Tensor, ndarray or DataFrame of shape (N, d)
         Data.
     num_samples : int, default 100
@@ -172,8 +178,11 @@ def amortization_gap(
         Points optimized together.
     seed : int or None, default 0
         Seed for optimization and evaluation draws (the global RNG state is restored).
-    groups : array-like of int, optional
-        Group labels, for priors that use them.
+    groups, covariates : optional
+        Per-row side information for model and guide.
+    elbo : {"meanfield", "trace"} or None
+        The optimization objective; ``None``: ``"meanfield"`` (analytic KL where registered),
+        or ``"trace"`` (score-function gradients) when a local site is discrete.
 
     Returns
     -------
@@ -181,8 +190,8 @@ def amortization_gap(
 
     Raises
     ------
-    TypeError
-        If the model is not a :class:`~bayesvae.VAE` or the guide has no ``posterior``.
+    ValueError
+        Bad settings, or a guide with no latent site in the data plate.
 
     References
     ----------
@@ -190,49 +199,36 @@ def amortization_gap(
        Autoencoders", ICML 2018, arXiv:1801.03558, eq. (4)-(6).
     """
     model, guide = resolve(fit)
-    if not isinstance(model, VAE) or not callable(getattr(guide, "posterior", None)):
-        raise TypeError(
-            f"amortization_gap needs a bayesvae VAE and an amortized guide with posterior(x) (e.g. AmortizedGuide); got {type(model).__name__} and {type(guide).__name__}"
-        )
-    if model.prior.global_sites() and not isinstance(getattr(guide, "globals", None), GlobalGuide):
-        raise TypeError(
-            f"the model has global sites but the guide {type(guide).__name__} has no GlobalGuide attribute 'globals' to copy; use AmortizedGuide"
-        )
-    for name, value in (
-        ("num_samples", num_samples),
-        ("num_particles", num_particles),
-        ("max_steps", max_steps),
-        ("window", window),
-        ("batch_size", batch_size),
-    ):
+    for name, value in (("num_samples", num_samples), ("num_particles", num_particles), ("max_steps", max_steps), ("window", window), ("batch_size", batch_size)):
         check_positive_int(name, value)
     if not (isinstance(lr, (int, float)) and 0 < lr < math.inf):
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
     if not (isinstance(tol, (int, float)) and tol >= 0):
         raise ValueError(f"tol must be a non-negative number, got {tol!r}")
-    xt, g = prepare(model, guide, x, groups)
-    n = xt.shape[0]
+    plate = getattr(getattr(fit, "config", None), "data_plate", None) or "data"
+    rows = prepare(model, guide, x, groups=groups, covariates=covariates)
     parts: dict[str, list[torch.Tensor]] = {"amortized": [], "local": [], "logp": []}
     steps, converged = 0, True
-    flags = [p.requires_grad for p in model.parameters()]
+    frozen = [p for m in owned_modules(model, guide) for p in m.parameters()]
+    flags = [p.requires_grad for p in frozen]
     try:
-        for p in model.parameters():
+        for p in frozen:
             p.requires_grad_(False)
-        with evaluation_mode(model, guide), seeded(seed, xt.device):
-            for start in range(0, n, batch_size):
-                rows = torch.arange(start, min(start + batch_size, n), device=xt.device)
-                xb = xt[rows]
-                gb = None if g is None else g[rows]
-                local = _local_guide(model, guide, xb)
-                s, ok = _optimize(model, local, xb, gb, num_particles, lr, max_steps, tol, window)
+        with evaluation_mode(model, guide), seeded(seed, rows.x.device):
+            for start in range(0, rows.num_data, batch_size):
+                block = rows.subset(torch.arange(start, min(start + batch_size, rows.num_data), device=rows.x.device))
+                batch = block.batch(torch.arange(block.num_data, device=rows.x.device))
+                local = local_guide(guide, batch, plate=plate)
+                objective = elbo or ("meanfield" if reparameterized(local) else "trace")
+                s, ok = _optimize(model, local, batch, objective, num_particles, lr, max_steps, tol, window, plate)
                 steps, converged = max(steps, s), converged and ok
                 with torch.no_grad():
-                    amort, opt, logp = _evaluate(model, guide, local, xb, gb, num_samples, seed, n)
+                    amort, opt, logp = _evaluate(model, guide, local, block, num_samples, seed, rows.num_data)
                 parts["amortized"].append(amort)
                 parts["local"].append(opt)
                 parts["logp"].append(logp)
     finally:
-        for p, f in zip(model.parameters(), flags):
+        for p, f in zip(frozen, flags):
             p.requires_grad_(f)
     return InferenceGaps(
         amortized_elbo=torch.cat(parts["amortized"]),
@@ -244,52 +240,33 @@ def amortization_gap(
     )
 
 
-def _local_guide(model: VAE, guide: Any, xb: torch.Tensor) -> MeanFieldGuide:
-    """A per-datapoint guide for the block, at the encoder's output, globals copied and frozen."""
-    local = MeanFieldGuide(model, xb.shape[0]).to(device=xb.device, dtype=xb.dtype)
-    with torch.no_grad():
-        local.initialize_from(guide.posterior(xb), torch.arange(xb.shape[0], device=xb.device))
-        if model.prior.global_sites():
-            local.globals.load_state_dict(guide.globals.state_dict())
-    for p in local.globals.parameters():
-        p.requires_grad_(False)
-    return local
-
-
-def _optimize(model, local, xb, gb, num_particles, lr, max_steps, tol, window) -> tuple[int, bool]:
-    """Adam on the block's local parameters until the stopping rule; returns (steps, converged)."""
-    objective = make_elbo("meanfield", num_particles=num_particles, model=model)
-    model_fn, guide_fn = _Call(model), _Call(local)
-    nb = xb.shape[0]
-    kw: dict[str, Any] = {"index": torch.arange(nb, device=xb.device), "num_data": nb}
-    if gb is not None:
-        kw["groups"] = gb
-    params = [p for p in local.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr)
+def _optimize(model, local: LocalGuide, batch, elbo, num_particles, lr, max_steps, tol, window, plate) -> tuple[int, bool]:
+    """The training step of fit on the block's local parameters until the stopping rule."""
+    vectorize = isinstance(model, torch.nn.Module) and type(model).__module__.startswith("bayesvae")
+    objective = make_elbo(elbo, num_particles=num_particles, model=model if vectorize else None, data_plate=plate)
+    state = init_state(model, local, objective, batch, lr=lr)
+    nb = batch.size
     current, halvings, previous = float(lr), 0, math.inf
-    total = xb.new_zeros(())
+    total = batch.x.new_zeros(())
     with pyro.validation_enabled(False):
-        for step in range(1, max_steps + 1):
-            loss = objective.differentiable_loss(model_fn, guide_fn, xb, **kw) / nb
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach()
-            if step % window == 0:
+        for i in range(1, max_steps + 1):
+            state, loss = step(state, batch)
+            total += loss / nb
+            if i % window == 0:
                 mean = float(total) / window
-                total = xb.new_zeros(())
+                total = batch.x.new_zeros(())
                 if previous - mean < tol:
                     halvings += 1
                     if halvings == _HALVINGS:
-                        return step, True
+                        return i, True
                     current /= 2
-                    for group in optimizer.param_groups:
+                    for group in state.optimizer.param_groups:
                         group["lr"] = current
                 previous = mean
     return max_steps, False
 
 
-def _evaluate(model, guide, local, xb, gb, num_samples, seed, num_data):
+def _evaluate(model, guide, local, block, num_samples, seed, num_data):
     """Per-point amortized ELBO, local ELBO and local IWAE under common random numbers.
 
     Both ELBOs are the Monte Carlo mean of the log weights and the IWAE uses the same draws
@@ -297,8 +274,8 @@ def _evaluate(model, guide, local, xb, gb, num_samples, seed, num_data):
     """
     out = []
     for q in (guide, local):
-        with seeded(seed, xb.device):
-            scorer = TraceScorer(model, q, xb, groups=gb)
+        with seeded(seed, block.x.device):
+            scorer = TraceScorer(model, q, block.x, covariates=dict(block.covariates))
             draw = scorer.draw_globals()
             log_mean, mean_log, _ = iwae_kernel(scorer, num_samples, draw)
         share = float(draw.log_weight) / num_data
