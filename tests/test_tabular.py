@@ -156,6 +156,7 @@ def test_a_frame_of_labels_fits_saves_and_comes_back_as_a_frame(tmp_path):
     assert again.model.likelihood.schema.to_config() == lik.schema.to_config()
     draw = sample_frame(again.model, 20, seed=1)
     assert dict(draw.dtypes.astype(str)) == dict(frame.dtypes.astype(str))
+    pd.testing.assert_frame_equal(again.sample(20, seed=1), draw)  # FitResult.sample is the same draw
     assert list(draw["colour"].cat.categories) == ["red", "green", "blue"]
     holes = frame.assign(grade=frame["grade"].mask(frame.index % 4 == 0))
     a = impute(result, holes, num_imputations=2, num_particles=10, seed=3)

@@ -128,6 +128,10 @@ def sample(fit: Any, n: int, *, seed: int | None = 0) -> Any:
     own = getattr(fit.model, "sample_frame", None)
     if callable(own):
         return own(n, seed=seed)
+    if getattr(getattr(fit.model, "likelihood", None), "schema", None) is not None:  # a table: labels, scale, dtypes
+        from bayesvae.tabular import sample_frame
+
+        return sample_frame(fit.model, n, seed=seed)
     d = fit.data.data_dim
     ref = next((p for m in [fit.model, fit.guide] if isinstance(m, torch.nn.Module) for p in m.parameters()), None)
     dev = ref.device if ref is not None else torch.device("cpu")
