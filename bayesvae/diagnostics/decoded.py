@@ -143,9 +143,23 @@ class PriorSamples:
 
 @torch.no_grad()
 def prior_samples(fit: Any, *, num: int = 25, seed: int = 0, groups: Any = None) -> PriorSamples:
-    """Decode ``num`` draws from the prior (``groups``: one label per draw, for priors that need them).
+    r"""Decode ``num`` draws from the prior: :math:`\mathbb E[x \mid z]`, :math:`z \sim p(z)`.
 
-    Seeds torch's global RNG with ``seed`` before drawing (as ``model.sample`` draws from it).
+    Parameters
+    ----------
+    fit : FitResult or (model, guide)
+        A fit of a :class:`~bayesvae.VAE` (``model.sample``).
+    num : int, default 25
+        Draws.
+    seed : int, default 0
+        Seeds torch's global RNG before drawing (``model.sample`` draws from it).
+    groups : Tensor of shape (num,), optional
+        One group label per draw, for priors that need them.
+
+    Returns
+    -------
+    PriorSamples
+        ``mean`` of shape ``(num, d)`` and ``image_shape``.
     """
     fit = fit_parts(fit)
     torch.manual_seed(seed)
