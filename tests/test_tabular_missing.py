@@ -9,7 +9,7 @@ import pandas as pd
 import pyro
 import pytest
 import torch
-from pyro.infer import Trace_ELBO
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 import bayesvae as bv
 from bayesvae.convention import Rows, prepare_rows
@@ -141,7 +141,8 @@ def _drop_column(model_a, guide_a, schema_b, j, d):
     return model_b, guide_b
 
 
-def test_elbo_with_a_column_entirely_missing_equals_the_elbo_without_it():
+@pytest.mark.parametrize("objective", [Trace_ELBO, TraceMeanField_ELBO])
+def test_elbo_with_a_column_entirely_missing_equals_the_elbo_without_it(objective):
     frame = _mixed(30)
     frame["weight"] = np.random.default_rng(3).normal(70, 8, 30)
     frame = frame[["height", "weight", "visits", "smoker", "blood", "risk"]]
@@ -156,7 +157,7 @@ def test_elbo_with_a_column_entirely_missing_equals_the_elbo_without_it():
     xa, ma = (torch.as_tensor(a) for a in schema_a.encode(missing))
     xb, mb = (torch.as_tensor(a) for a in schema_b.encode(frame.drop(columns="weight")))
     assert bool(mb.all())
-    elbo = Trace_ELBO(num_particles=4, vectorize_particles=False)
+    elbo = objective(num_particles=4, vectorize_particles=False)
     pyro.set_rng_seed(7)
     loss_a = elbo.differentiable_loss(model_a, guide_a, xa.double(), mask=ma)
     pyro.set_rng_seed(7)
@@ -477,3 +478,22 @@ def test_fit_models_the_missing_cells_of_a_frame_by_default():
     np.testing.assert_allclose(again.history["elbo"].to_numpy(), result.history["elbo"].to_numpy(), rtol=1e-3)
     with pytest.raises(ValueError, match=r"contains NaN or inf in 24 rows \(columns \[height, risk\]\)"):
         bv.fit(model, guide, holes, epochs=1, missing="error")
+
+
+def test_a_numeric_array_with_a_mask_fits_under_any_likelihood():
+    rng = np.random.default_rng(5)
+    x = (rng.uniform(size=(80, 6)) < 0.4).astype(float)
+    observed = rng.uniform(size=x.shape) < 0.8
+    x[~observed] = np.nan
+    torch.manual_seed(0)
+    model = bv.VAE(prior=bv.GaussianPrior(2), likelihood=bv.Bernoulli(), decoder=bv.MLP(2, 6, hidden=(8,)))
+    guide = bv.AmortizedGuide(model, hidden=(8,), missing=True)
+    with pytest.raises(ValueError, match="contains NaN or inf in"):
+        bv.fit(model, guide, x, epochs=1)  # an array's NaN is an error unless a mask is given
+    result = bv.fit(model, guide, x, covariates={"mask": observed}, epochs=2, batch_size=40, seed=0)
+    assert np.isfinite(result.history["elbo"]).all()
+    # a Bernoulli's masked cells hold 0 (in its support) and do not enter the density
+    out = torch.randn(3, 6)
+    mask = torch.as_tensor(observed[:3])
+    lp = bv.Bernoulli().observed(out, mask).log_prob(torch.zeros(3, 6))
+    torch.testing.assert_close(lp, (torch.nn.functional.logsigmoid(-out) * mask).sum(-1))
