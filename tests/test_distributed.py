@@ -106,3 +106,73 @@ def test_torchrun_launch(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     first, last = map(float, result.stdout.split("ELBO")[1].split())
     assert last > first
+
+
+def _vae_worker(rank, path, out, ckpt, epochs, resume):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=WORLD)
+    try:
+        torch.manual_seed(0)
+        model = bv.VAE(prior=bv.GaussianPrior(2), likelihood=bv.Bernoulli(), decoder=bv.MLP(2, 64, hidden=(16,)))
+        guide = bv.AmortizedGuide(model, hidden=(16,))
+        x = torch.as_tensor(bv.datasets.digits(binarize=True).x[:256], dtype=torch.float32)
+        bv.fit(model, guide, x, epochs=epochs, batch_size=64, seed=0, distributed=True, checkpoint=ckpt, resume=resume, overwrite=not resume, jit=False)
+        torch.save([p.detach() for p in [*model.parameters(), *guide.parameters()]], f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_distributed_resume_is_bit_identical(tmp_path):
+    """A stochastic loss: each process's own sampling stream is checkpointed and restored."""
+    mp.spawn(_vae_worker, args=(str(tmp_path / "s1"), str(tmp_path / "full"), str(tmp_path / "ck1"), 4, False), nprocs=WORLD, join=True)
+    mp.spawn(_vae_worker, args=(str(tmp_path / "s2"), str(tmp_path / "half"), str(tmp_path / "ck2"), 2, False), nprocs=WORLD, join=True)
+    mp.spawn(_vae_worker, args=(str(tmp_path / "s3"), str(tmp_path / "resumed"), str(tmp_path / "ck2"), 4, True), nprocs=WORLD, join=True)
+    full = torch.load(tmp_path / "full.0", weights_only=True)
+    resumed = torch.load(tmp_path / "resumed.0", weights_only=True)
+    assert all(torch.equal(a, b) for a, b in zip(full, resumed))
+
+
+def _stalling_worker(rank, path, out):
+    import signal
+    import time
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=WORLD, timeout=__import__("datetime").timedelta(seconds=20))
+    model = _linear_model()
+
+    def stall(record):
+        if rank == 1:
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    t0 = time.perf_counter()
+    try:
+        bv.fit(model, _exact_guide(model), _data(), epochs=3, batch_size=16, lr=0.05, seed=0, distributed=True, distributed_timeout=20, callback=stall)
+        message = "returned"
+    except RuntimeError as exc:
+        message = str(exc)
+    with open(f"{out}.{rank}", "w") as f:
+        f.write(f"{time.perf_counter() - t0:.1f}\n{message}")
+    os._exit(0)
+
+
+@pytest.mark.slow
+def test_a_stalled_rank_fails_the_others_within_the_timeout(tmp_path):
+    import signal
+    import time
+
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_stalling_worker, args=(r, str(tmp_path / "store"), str(tmp_path / "out"))) for r in range(WORLD)]
+    for p in procs:
+        p.start()
+    deadline = time.time() + 120
+    while not (tmp_path / "out.0").exists() and time.time() < deadline:
+        time.sleep(0.5)
+    for p in procs:
+        if p.is_alive():
+            os.kill(p.pid, signal.SIGCONT)
+            os.kill(p.pid, signal.SIGKILL)
+        p.join(10)
+    seconds, message = (tmp_path / "out.0").read_text().split("\n", 1)
+    assert "did not respond within the 20" in message, message
+    assert float(seconds) < 90

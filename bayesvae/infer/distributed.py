@@ -105,3 +105,12 @@ class Replicas:
             raise RuntimeError(
                 f"distributed fit: {who} did not respond within the {self.timeout} s timeout (rank {self.rank} of {self.world} gave up); check that every process is alive, or raise distributed_timeout=. Original error: {text.splitlines()[0] if text else type(exc).__name__}"
             ) from exc
+
+    @torch.no_grad()
+    def gather(self, t: torch.Tensor) -> list[torch.Tensor]:
+        """Every process's ``t`` (same shape and dtype everywhere), in rank order."""
+        if not self.active:
+            return [t]
+        out = [torch.empty_like(t) for _ in range(self.world)]
+        self._collective(self._dist.all_gather, out, t.contiguous())
+        return out

@@ -415,7 +415,8 @@ def read_fit(path: Path) -> dict[str, Any]:
             except (KeyError, ValueError) as exc:
                 raise ValueError(f"{file} is corrupted: optimizer state {pid!r} is incomplete") from exc
         optimizer = {"state": st, "param_groups": meta["optimizer_groups"]}
-    rng = {k: tensors.get(f"rng.{k}") for k in ("torch", "order", "cuda")}
+    rng = {k[len("rng.") :]: v for k, v in tensors.items() if k.startswith("rng.")}
+    rng.update({k: rng.get(k) for k in ("torch", "order", "cuda")})
     return {"meta": meta, "state": state, "params": params, "optimizer": optimizer, "rng": rng, "shapes": shapes}
 
 

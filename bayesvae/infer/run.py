@@ -149,9 +149,15 @@ class Run:
 
     def write_checkpoint(self) -> None:
         """Write the verified state with optimizer and RNG (keeping the previous checkpoint)."""
-        if self.checkpoint is None or not self.replicas.is_main or self.state is None:
+        if self.checkpoint is None or self.state is None:
+            return
+        # every process's sampling stream, so that a distributed resume is bit-identical too
+        streams = self.replicas.gather(torch.get_rng_state())
+        if not self.replicas.is_main:
             return
         rng = {"torch": torch.get_rng_state(), "order": self.order.get_state()}
+        if self.replicas.active:
+            rng.update({f"torch_rank{r}": t for r, t in enumerate(streams)})
         dev = self.rows.x.device
         if dev.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(dev)
@@ -204,8 +210,11 @@ class Run:
             self.order.set_state(saved["rng"]["order"])
             if dev.type == "cuda" and saved["rng"]["cuda"] is not None:
                 torch.cuda.set_rng_state(saved["rng"]["cuda"], dev)
-        if self.replicas.active:  # the checkpoint holds rank 0's stream: give each replica its own
-            pyro.set_rng_seed(self.config.seed + self.replicas.rank + 1_000_003 * len(self.history))
+        if self.replicas.active:  # each process continues its own sampling stream
+            own = saved["rng"].get(f"torch_rank{self.replicas.rank}")
+            if own is None:
+                raise ValueError("cannot resume a distributed fit from this checkpoint: it holds no sampling stream for this process (written by a single process or another number of processes)")
+            torch.set_rng_state(own)
 
     def epoch_loop_start(self) -> float:
         self.good = self.snapshot()
