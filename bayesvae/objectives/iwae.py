@@ -102,7 +102,10 @@ class IWAE_ELBO:
       :math:`\sum_k \bar{\tilde w}_k^{\,2} \log w_k(z_k) + (\bar{\tilde w}_k - \bar{\tilde w}_k^{\,2})
       \log w_k(\bar z_k)` (bars: detached), which costs one more replay of the model with
       the local draws detached. Any direct dependence of :math:`p` on a parameter (a
-      VampPrior's encoder) is thus weighted by :math:`\tilde w_k`, as in IWAE.
+      VampPrior's encoder) is thus weighted by :math:`\tilde w_k`, as in IWAE. With
+      ``kl_weight`` :math:`\beta \ne 1` the score term is :math:`\beta` times the one
+      above, and the paths are weighted by :math:`(1 - \beta)\tilde w_k + \beta \tilde w_k^{\,2}`
+      (unbiased for the :math:`\beta`-weighted bound).
 
     Both apply :math:`\log q_{\bar\phi}` to the global sites too (an unbiased STL term
     outside the logarithm). They need reparameterized guide sites and refuse flows
@@ -280,8 +283,12 @@ class IWAE_ELBO:
             return loss, -self._add_globals(plain.sum() * scale, glob, model_trace)
 
     def _dreg_surrogate(self, model, log_w, model_trace, guide_trace, args, kwargs) -> torch.Tensor:
-        r"""Per point, zero-valued, with the DReG gradient: :math:`\bar w^2` on the draws' paths, :math:`\bar w` elsewhere."""
+        r"""Per point, zero-valued, with the DReG gradient: :math:`(1 - \beta)\bar w + \beta \bar w^2` on the draws' paths, :math:`\bar w` elsewhere."""
         w = torch.softmax(log_w.detach(), dim=0)
+        beta = self._kl_weight
+        # the score term is beta E[sum_k w_k d log q(z_k)/d phi]; DReG rewrites it as
+        # beta E[sum_k (w_k - w_k^2) d log w_k/dz_k dz_k/dphi], leaving w - beta (w - w^2) on the paths
+        path = w * w if beta == 1.0 else (1.0 - beta) * w + beta * w * w
         # the model replayed at the same values with the local draws detached: only the
         # direct (generative) dependence of log w on the parameters remains
         still = Trace()
@@ -298,5 +305,5 @@ class IWAE_ELBO:
             frozen_guide.add_node(name, **site)
         obs, ratio, _ = self._log_weights(frozen, frozen_guide)
         log_w_frozen = obs + self._kl_weight * ratio
-        surrogate = (w * w * log_w).sum(0) + ((w - w * w) * log_w_frozen).sum(0)
+        surrogate = (path * log_w).sum(0) + ((w - path) * log_w_frozen).sum(0)
         return surrogate - surrogate.detach()
