@@ -296,13 +296,14 @@ def test_discrete_sites_and_flows_are_refused():
             objective.differentiable_loss(model, guide, xb)
 
 
-@pytest.mark.parametrize("prior", ["gaussian", "mixture", "ard", "ibp-concrete", "two-level"])
+@pytest.mark.parametrize("prior", ["gaussian", "mixture", "ard", "groups", "ibp-concrete", "two-level"])
 def test_estimators_run_for_the_package_priors(prior):
     """Every prior with reparameterized local sites trains a step under STL (and DReG where valid)."""
     priors = {
         "gaussian": lambda: bv.GaussianPrior(3),
         "mixture": lambda: bv.MixturePrior(3, components=4),
         "ard": lambda: bv.ARDPrior(3, width=8),
+        "groups": lambda: bv.GroupPrior(3, groups=4),
         "ibp-concrete": lambda: bv.IBPPrior(2.0, truncation=4, estimator=ConcreteRelaxation()),
         "two-level": lambda: bv.HierarchicalLatentPrior(dims=(2, 3)),
     }
@@ -312,13 +313,14 @@ def test_estimators_run_for_the_package_priors(prior):
     model = bv.VAE(prior=p, likelihood=bv.Bernoulli(), decoder=decoder)
     guide = bv.AmortizedGuide(model, hidden=(16,))
     x = torch.as_tensor(bv.datasets.digits(binarize=True).x[:32])
+    kw = dict(index=torch.arange(32), num_data=400, **({"groups": torch.arange(32) % 4} if prior == "groups" else {}))
     kinds = [("trace", "stl"), ("iwae", "stl")] + ([] if prior == "two-level" else [("iwae", "dreg")])
     for elbo, gradient in kinds:
         objective = make_elbo(elbo, num_particles=3, model=model, gradient=gradient)
         pyro.set_rng_seed(0)
-        reference = make_elbo(elbo, num_particles=3, model=model).differentiable_loss(model, guide, x, index=torch.arange(32), num_data=400)
+        reference = make_elbo(elbo, num_particles=3, model=model).differentiable_loss(model, guide, x, **kw)
         pyro.set_rng_seed(0)
-        loss = objective.differentiable_loss(model, guide, x, index=torch.arange(32), num_data=400)
+        loss = objective.differentiable_loss(model, guide, x, **kw)
         # the estimators change the gradient, never the value on the same draws
         torch.testing.assert_close(loss, reference, rtol=1e-5, atol=1e-3)
         loss.backward()
