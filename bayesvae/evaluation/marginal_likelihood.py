@@ -20,7 +20,12 @@ from bayesvae.scoring import (
     scoring_session,
 )
 
+#: What :func:`log_marginal_likelihood` estimates for a model with global latents.
+ESTIMANDS = ("predictive", "joint")
+
 __all__ = [
+    "ESTIMANDS",
+    "predictive_from_scorer",
     "MarginalLikelihood",
     "log_marginal_likelihood",
     "marginal_likelihood_from_scorer",
@@ -50,10 +55,20 @@ class MarginalLikelihood:
         Effective sample size :math:`(\sum_k w_{nk})^2 / \sum_k w_{nk}^2` of each point's
         weights, in ``[1, K]``; small values flag a poor proposal.
     global_log_weight : float
-        :math:`\log p(g) - \log q(g)` of the one global draw (0 without global sites); its
-        share ``global_log_weight / N`` is in every ``per_point`` value.
+        ``estimand="joint"``: :math:`\log p(g) - \log q(g)` of the one global draw, whose
+        share ``global_log_weight / N`` is in every ``per_point`` value. ``"predictive"``:
+        the mean over the global draws (reported, in no ``per_point`` value). 0 without
+        global sites.
     num_samples : int
         :math:`K`.
+    estimand : {"predictive", "joint"}
+        What ``per_point`` estimates (see :func:`log_marginal_likelihood`).
+    global_draws : int
+        :math:`S`, draws of the global sites (1 for ``"joint"`` or without global sites).
+    se_points, se_globals : float
+        The two parts of ``se``: over data points, and (``"predictive"`` with :math:`S \ge 2`)
+        the Monte Carlo error of the global draws, from batch means over the draws;
+        ``se = sqrt(se_points**2 + se_globals**2)``.
     """
 
     per_point: torch.Tensor
@@ -63,6 +78,10 @@ class MarginalLikelihood:
     ess: torch.Tensor
     global_log_weight: float
     num_samples: int
+    estimand: str = "joint"
+    global_draws: int = 1
+    se_points: float = math.nan
+    se_globals: float = 0.0
 
     def to_frame(self) -> pd.DataFrame:
         """One row per point: ``log_px``, ``elbo``, ``ess``."""
@@ -112,23 +131,41 @@ def log_marginal_likelihood(
     covariates: Mapping[str, Any] | None = None,
     chunk_size: int | None = None,
     vectorize: bool | None = None,
+    estimand: str = "predictive",
+    global_draws: int = 10,
 ) -> MarginalLikelihood:
     r"""Importance-weighted estimate of :math:`\log p(x_n)` for every data point.
+
+    For a model without global latents each point's value is its IWAE estimate [1]_
 
     .. math::
 
         \log \hat p(x_n) = \log \frac1K \sum_{k=1}^K
-            \frac{p(x_n, z_{nk} \mid g)}{q(z_{nk} \mid x_n, g)}
-            + \frac1N \log \frac{p(g)}{q(g)},
-        \qquad z_{nk} \sim q(z \mid x_n, g),\; g \sim q(g),
+            \frac{p(x_n, z_{nk})}{q(z_{nk} \mid x_n)}, \qquad z_{nk} \sim q(z \mid x_n),
 
-    the IWAE bound of Burda et al. [1]_ with the guide as proposal: an estimate whose
-    expectation is a lower bound on :math:`\log p(x_n)` that rises with :math:`K` and reaches
-    it as :math:`K \to \infty` (for a proposal whose support covers the posterior's) [1]_.
-    Global sites :math:`g` are drawn once from their guide and shared by all points and
-    samples; their log weight enters as the per-point share :math:`\frac1N \log p(g)/q(g)`,
-    so the per-point values sum to the data-set bound of :mod:`bayesvae.scoring`
-    (a model without global sites has no such term, and each point's value is its own IWAE).
+    whose expectation is a lower bound on :math:`\log p(x_n)` that rises with :math:`K` and
+    reaches it as :math:`K \to \infty` (for a proposal whose support covers the posterior's).
+
+    With global latents :math:`g` (IBP sticks, ARD scales, group effects) a held-out point's
+    density is the **posterior predictive** density (``estimand="predictive"``, the default)
+
+    .. math::
+
+        \log p(x^*_n \mid X) \approx \log \frac1S \sum_{s=1}^S \hat p(x^*_n \mid g_s),
+        \qquad g_s \sim q(g),
+
+    with :math:`\hat p(x^*_n \mid g)` the IWAE estimate over the local latents given
+    :math:`g` and :math:`q(g)` the fitted approximation of :math:`p(g \mid X)`. A point's value
+    does not depend on which other points are scored with it, which is what model comparison
+    on held-out data needs. Its standard error adds the Monte Carlo error of the :math:`S`
+    global draws (batch means over the draws) to the error over points.
+
+    ``estimand="joint"`` keeps the data-set bound of :mod:`bayesvae.scoring`: one draw
+    :math:`g \sim q(g)` shared by all points, its log weight entering every point as the share
+    :math:`\frac1N \log p(g)/q(g)`, so that the values sum to a bound on
+    :math:`\log p(x_{1:N})`. That is a training quantity: a point's value changes with
+    :math:`N` (its share of one draw's :math:`\log p(g)/q(g)`), so do not compare held-out
+    scores of test sets of different sizes with it.
 
     Parameters
     ----------
@@ -150,6 +187,10 @@ def log_marginal_likelihood(
         (:func:`~bayesvae.scoring.default_chunk_size` by default).
     vectorize : bool or None
         Draw samples in a particle plate (``None``: try, then fall back to a loop).
+    estimand : {"predictive", "joint"}, default "predictive"
+        See above; the same for a model without global sites.
+    global_draws : int, default 10
+        :math:`S` for ``"predictive"`` (the cost is :math:`S` IWAE passes).
 
     Returns
     -------
@@ -194,10 +235,68 @@ def log_marginal_likelihood(
     check_positive_int("num_samples", num_samples)
     if chunk_size is not None:
         check_positive_int("chunk_size", chunk_size)
+    if estimand not in ESTIMANDS:
+        raise ValueError(f"estimand must be one of {list(ESTIMANDS)}, got {estimand!r}")
+    check_positive_int("global_draws", global_draws)
     rows = prepare(model, guide, x, groups=groups, covariates=covariates)
     with scoring_session(model, guide, rows, seed=seed, vectorize=vectorize) as scorer:
+        if estimand == "predictive" and scorer.global_sites:
+            return predictive_from_scorer(scorer, num_samples, global_draws, chunk_size=chunk_size)
         draw = scorer.draw_globals()
         return marginal_likelihood_from_scorer(scorer, draw, num_samples, chunk_size=chunk_size)
+
+
+def predictive_from_scorer(
+    scorer: TraceScorer, num_samples: int, global_draws: int, *, chunk_size: int | None = None
+) -> MarginalLikelihood:
+    r"""The posterior predictive :math:`\log \frac1S \sum_s \hat p(x_n \mid g_s)` on an open scorer."""
+    per_draw, elbos, sums, sq = [], [], [], []
+    weights = []
+    # all global draws first: the draws g_s then do not depend on how many points are scored
+    draws = [scorer.draw_globals() for _ in range(global_draws)]
+    for draw in draws:
+        log_mean, mean_log, ess = iwae_kernel(scorer, num_samples, draw, chunk_size=chunk_size)
+        per_draw.append(log_mean)
+        elbos.append(mean_log)
+        log_sum = log_mean + math.log(num_samples)
+        sums.append(log_sum)
+        sq.append(2 * log_sum - torch.log(ess))  # log sum of squared weights
+        weights.append(float(draw.log_weight))
+    stacked = torch.stack(per_draw)  # (S, N)
+    per_point = torch.logsumexp(stacked, 0) - math.log(global_draws)
+    ess = torch.exp(2 * torch.logsumexp(torch.stack(sums), 0) - torch.logsumexp(torch.stack(sq), 0))
+    n = per_point.shape[0]
+    se_points = float(per_point.double().std(unbiased=True)) / math.sqrt(n) if n > 1 else math.nan
+    se_globals = _batch_means_se(stacked, global_draws)
+    se = math.sqrt((0.0 if math.isnan(se_points) else se_points**2) + se_globals**2) if n > 1 else math.nan
+    return MarginalLikelihood(
+        per_point=per_point,
+        mean=float(per_point.double().mean()),
+        se=se,
+        elbo=torch.stack(elbos).mean(0),
+        ess=ess,
+        global_log_weight=sum(weights) / len(weights),
+        num_samples=num_samples,
+        estimand="predictive",
+        global_draws=global_draws,
+        se_points=se_points,
+        se_globals=se_globals,
+    )
+
+
+def _batch_means_se(stacked: torch.Tensor, draws: int) -> float:
+    """Monte Carlo SE of the mean predictive score from batch means over the global draws."""
+    if draws < 2:
+        return 0.0
+    batches = min(draws, 10)
+    size = draws // batches
+    means = []
+    for b in range(batches):
+        part = stacked[b * size : (b + 1) * size]
+        means.append(float((torch.logsumexp(part, 0) - math.log(part.shape[0])).double().mean()))
+    t = torch.tensor(means, dtype=torch.float64)
+    # batches of size/draws of the draws: scale the batch-mean variance to the full S draws
+    return float(t.std(unbiased=True)) / math.sqrt(batches)
 
 
 def marginal_likelihood_from_scorer(
@@ -226,4 +325,6 @@ def marginal_likelihood_from_scorer(
         ess=ess,
         global_log_weight=float(draw.log_weight),
         num_samples=num_samples,
+        estimand="joint" if scorer.global_sites else "predictive",
+        se_points=se,
     )

@@ -14,7 +14,10 @@ from bayesvae.convention import Rows
 from bayesvae.evaluation.active_units import posterior_means
 from bayesvae.evaluation.elbo_parts import elbo_decomposition_from_scorer
 from bayesvae.evaluation.gaps import amortization_gap, supports_amortization_gap
-from bayesvae.evaluation.marginal_likelihood import marginal_likelihood_from_scorer
+from bayesvae.evaluation.marginal_likelihood import (
+    marginal_likelihood_from_scorer,
+    predictive_from_scorer,
+)
 from bayesvae.infer import FitResult
 from bayesvae.scoring import check_positive_int, prepare, resolve, scoring_session
 
@@ -64,6 +67,7 @@ def evaluate(
     gaps: bool = False,
     gap_points: int | None = 100,
     chunk_size: int | None = None,
+    global_draws: int = 10,
 ) -> pd.DataFrame:
     r"""Every evaluation metric of a fit on data ``x``, as a one-row DataFrame.
 
@@ -98,6 +102,10 @@ def evaluate(
         Rows used for the gaps (``None``: all).
     chunk_size : int, optional
         Largest number of (sample, point) pairs evaluated at once.
+    global_draws : int, default 10
+        For a model with global latents, :math:`\log \hat p(x)` is the posterior predictive
+        density over this many draws :math:`g_s \sim q(g)`
+        (:func:`~bayesvae.evaluation.log_marginal_likelihood`, ``estimand="predictive"``).
 
     Returns
     -------
@@ -117,6 +125,7 @@ def evaluate(
         gaps=gaps,
         gap_points=gap_points,
         chunk_size=chunk_size,
+        global_draws=global_draws,
     )
     frame = pd.DataFrame([row], columns=list(METRICS))
     frame.attrs["log_px_per_point"] = per_point.double().cpu().numpy()
@@ -147,6 +156,7 @@ def evaluate_row(
     gaps: bool = False,
     gap_points: int | None = 100,
     chunk_size: int | None = None,
+    global_draws: int = 10,
 ) -> tuple[dict[str, float], torch.Tensor]:
     r"""The metrics of :func:`evaluate` as a plain row, with the per-point :math:`\log \hat p(x_n)`.
 
@@ -164,7 +174,10 @@ def evaluate_row(
     _check_arguments(num_samples, elbo_samples, gap_points, threshold)
     rows = prepare(model, guide, x, groups=groups, covariates=covariates)
     with scoring_session(model, guide, rows, seed=seed) as scorer:
-        lml = marginal_likelihood_from_scorer(scorer, scorer.draw_globals(), num_samples, chunk_size=chunk_size)
+        if scorer.global_sites:  # held-out: the posterior predictive density, not the joint bound
+            lml = predictive_from_scorer(scorer, num_samples, global_draws, chunk_size=chunk_size)
+        else:
+            lml = marginal_likelihood_from_scorer(scorer, scorer.draw_globals(), num_samples, chunk_size=chunk_size)
     with scoring_session(model, guide, rows, seed=seed) as scorer:
         draw = scorer.draw_globals()
         parts = elbo_decomposition_from_scorer(scorer, draw, elbo_samples, 1, chunk_size)
