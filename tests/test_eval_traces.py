@@ -108,7 +108,7 @@ def test_global_site_per_point_share_and_exact_conditional():
     torch.testing.assert_close(iw.global_log_q, log_qg.expand(6))
     expected = exact_log_px(W, mu, sigma, x, prior_scale=t) + (log_pg - log_qg) / 30
     torch.testing.assert_close(iw.log_weights, expected.expand(6, 30), rtol=0, atol=1e-8)
-    lml = log_marginal_likelihood((model, guide), x, num_samples=6, seed=0)
+    lml = log_marginal_likelihood((model, guide), x, num_samples=6, seed=0, estimand="joint")
     assert lml.global_log_weight == pytest.approx(float(log_pg - log_qg), abs=1e-10)
     torch.testing.assert_close(lml.per_point, expected, rtol=0, atol=1e-8)
 

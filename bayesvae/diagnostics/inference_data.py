@@ -136,9 +136,12 @@ def observed_data_group(observed: Mapping[str, np.ndarray], columns: tuple[str, 
 def log_likelihood_group(iw: ImportanceSamples) -> Group:
     r"""``log_likelihood``: pointwise :math:`\log p(x_n \mid z_n^s, g^s)`, dims ``(chain, draw, obs)``.
 
-    Named after the observed site (summed over its event dims; several observed sites are
-    summed into the first one's name), as ``az.loo`` and ``az.waic`` expect.
+    Named after the observed site, whatever its name (summed over its event dims); with
+    several observed sites, one variable per site.
     """
+    if iw.site_log_likelihood:
+        data = {name: _chain(_numpy(v)) for name, v in iw.site_log_likelihood.items()}
+        return Group(data, {name: [OBS] for name in data})
     name = iw.observed_sites[0] if iw.observed_sites else "x"
     return Group({name: _chain(_numpy(iw.log_likelihood))}, {name: [OBS]})
 
@@ -196,6 +199,7 @@ def inference_attrs(fit: Any, inputs: Inputs, iw: ImportanceSamples, *, seed: in
         "global_sites": ",".join(iw.global_sites),
         "observed_sites": ",".join(iw.observed_sites),
         "draws": "posterior: independent draws from the guide q (not reweighted); sample_stats.log_weight holds log p(x, z) - log q(z | x) per draw and point",
+        "loo_waic": "meaningless for this object: the draws are per-point latents from the encoder, not posterior draws of shared parameters; use bayesvae.evaluation.log_marginal_likelihood on held-out data and bayesvae.diagnostics.psis_diagnostic",
     }
 
 
@@ -268,10 +272,18 @@ def to_inference_data(
     The ``posterior`` holds draws from the *variational* posterior, not from
     :math:`p(z \mid x)`; ``sample_stats.log_weight`` are the importance log weights that
     correct them (e.g. ``az.psislw`` on them, or :func:`~bayesvae.diagnostics.psis_diagnostic`).
-    Consequently ``az.loo`` on this object is PSIS-LOO computed with variational draws:
-    it runs, but its :math:`\hat k` describe leave-one-out weights, not the guide. The object
-    is accepted as is by ``az.summary``, ``az.plot_posterior``, ``az.plot_ppc``, ``az.loo`` /
+    The object is accepted as is by ``az.summary``, ``az.plot_posterior``, ``az.plot_ppc``,
     ``az.plot_khat`` and round-trips through ``to_netcdf`` / ``from_netcdf``.
+
+    .. warning::
+
+        ``az.loo`` and ``az.waic`` run on the ``log_likelihood`` group but are meaningless
+        here: their "draws" are per-point latents from the *encoder*, a different
+        distribution for every point, not draws of shared parameters from a posterior (on
+        digits 83.6 % of points get :math:`\hat k > 1`). For model comparison use the
+        package's held-out :func:`~bayesvae.evaluation.log_marginal_likelihood` and its
+        per-point PSIS :func:`~bayesvae.diagnostics.psis_diagnostic`. The data's
+        ``attrs["loo_waic"]`` says the same.
 
     Examples
     --------
@@ -343,6 +355,11 @@ def assemble(
             if name not in dims or len(d) > len(dims[name]):
                 dims[name] = d
         coords.update(group.coords)
+    names = {name for part in parts.values() for name in part.data}
+    if OBS in names:  # a site named like the data dimension (Pyro's tutorial calls x "obs")
+        point = "point"
+        dims = {k: [point if d == OBS else d for d in v] for k, v in dims.items()}
+        coords[point] = coords.pop(OBS)
     attrs = inference_attrs(fit, inputs, iw, seed=seed)
     idata = az.from_dict(
         **{k: v.data for k, v in parts.items()},

@@ -54,6 +54,8 @@ class ImportanceChunk:
         :math:`\\log q(z_n^s \\mid x_n, g)`, latent local sites of the guide summed.
     samples : dict of str to Tensor of shape (S, n, ...), or None
         The sampled local latent values by site, when requested.
+    site_log_likelihood : dict of str to Tensor of shape (S, n), or None
+        Each observed site's term, when the model has more than one observed site.
     """
 
     rows: torch.Tensor
@@ -61,6 +63,7 @@ class ImportanceChunk:
     log_prior: torch.Tensor
     log_q: torch.Tensor
     samples: dict[str, torch.Tensor] | None = None
+    site_log_likelihood: dict[str, torch.Tensor] | None = None
 
     @property
     def local_log_weights(self) -> torch.Tensor:
@@ -110,6 +113,9 @@ class ImportanceSamples:
         Whether one global draw was shared by all samples.
     vectorized : bool
         Whether samples were drawn in a particle plate (else one at a time).
+    site_log_likelihood : dict of str to Tensor of shape (S, N), or None
+        Each observed site's :math:`\log p`, when the model has more than one observed site
+        (their sum is ``log_likelihood``).
     """
 
     log_weights: torch.Tensor
@@ -124,6 +130,7 @@ class ImportanceSamples:
     observed_sites: tuple[str, ...]
     globals_once: bool
     vectorized: bool
+    site_log_likelihood: dict[str, torch.Tensor] | None = None
 
     @property
     def num_samples(self) -> int:

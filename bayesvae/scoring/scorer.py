@@ -315,12 +315,16 @@ class TraceScorer:
         samples = None
         if return_samples:
             samples = {k: torch.cat([p.samples[k] for p in parts]) for k in parts[0].samples}
+        sites = None
+        if parts[0].site_log_likelihood is not None:
+            sites = {k: torch.cat([p.site_log_likelihood[k] for p in parts]) for k in parts[0].site_log_likelihood}
         return ImportanceChunk(
             rows=rows,
             log_likelihood=torch.cat([p.log_likelihood for p in parts]),
             log_prior=torch.cat([p.log_prior for p in parts]),
             log_q=torch.cat([p.log_q for p in parts]),
             samples=samples,
+            site_log_likelihood=sites,
         )
 
     def _collect(
@@ -330,15 +334,20 @@ class TraceScorer:
         width = self.nesting + 1
         zero = self.zeros((1, n))
         terms = {"lik": zero, "prior": zero, "q": zero}
+        size = (particle or 1, n)
+        per_site: dict[str, torch.Tensor] | None = {} if len(self.observed_sites) > 1 else None
 
-        def add(key: str, site: dict) -> None:
+        def add(key: str, site: dict) -> torch.Tensor:
             frame = plate_frame(site, self.data_plate)
             lp = reduce_log_prob(site_log_prob(site), width, frame.dim, site["name"], particle or 1)
             terms[key] = terms[key] + lp
+            return lp
 
         for s in sample_sites(model_trace):
             if s["is_observed"]:
-                add("lik", s)
+                lp = add("lik", s)
+                if per_site is not None:
+                    per_site[s["name"]] = lp.expand(size)
             elif s["name"] in self.local_sites:
                 add("prior", s)
         samples: dict[str, torch.Tensor] | None = {} if return_samples else None
@@ -348,13 +357,13 @@ class TraceScorer:
             if samples is not None:
                 value = site["value"]
                 samples[name] = value if particle else value.unsqueeze(0)
-        size = (particle or 1, n)
         return ImportanceChunk(
             rows=rows,
             log_likelihood=terms["lik"].expand(size),
             log_prior=terms["prior"].expand(size),
             log_q=terms["q"].expand(size),
             samples=samples,
+            site_log_likelihood=per_site,
         )
 
 

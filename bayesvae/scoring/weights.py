@@ -132,6 +132,7 @@ def _weights(
     shape = (num_samples, n)
     out = {k: scorer.zeros(shape) for k in ("lik", "prior", "q")}
     samples: dict[str, torch.Tensor] | None = {} if return_samples else None
+    sites: dict[str, torch.Tensor] | None = {k: scorer.zeros(shape) for k in scorer.observed_sites} if len(scorer.observed_sites) > 1 else None
     for d, draw in enumerate(draws):
         offset = d * per_draw
         for sl, chunk in iter_importance_chunks(
@@ -141,6 +142,9 @@ def _weights(
             out["lik"][s, chunk.rows] = chunk.log_likelihood
             out["prior"][s, chunk.rows] = chunk.log_prior
             out["q"][s, chunk.rows] = chunk.log_q
+            if sites is not None and chunk.site_log_likelihood is not None:
+                for name, value in chunk.site_log_likelihood.items():
+                    sites[name][s, chunk.rows] = value
             if samples is not None:
                 for name, value in chunk.samples.items():
                     if name not in samples:
@@ -165,4 +169,5 @@ def _weights(
         observed_sites=scorer.observed_sites,
         globals_once=globals_once,
         vectorized=bool(scorer.vectorize),
+        site_log_likelihood=sites,
     )
