@@ -176,10 +176,47 @@ def pyro_jit_fixed(x, batch, epochs, elbo, on_epoch):
     pyro_svi(x, batch, epochs, elbo, on_epoch, jit="fixed")
 
 
+def _tutorial_functions():
+    """A model and guide written as Pyro's tutorial writes them: methods of one module,
+    ``pyro.module`` networks, an unscaled ``pyro.plate("data", x.shape[0])`` (bayesvae scales it)."""
+    enc, dec = Encoder(), Decoder()
+
+    class TutorialVAE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder, self.decoder = enc, dec
+
+        def model(self, x):
+            pyro.module("decoder", self.decoder)
+            with pyro.plate("data", x.shape[0]):
+                z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], L), 1.0).to_event(1))
+                pyro.sample("x", dist.Bernoulli(logits=self.decoder(z)).to_event(1), obs=x)
+
+        def guide(self, x):
+            pyro.module("encoder", self.encoder)
+            with pyro.plate("data", x.shape[0]):
+                loc, scale = self.encoder(x)
+                pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    vae = TutorialVAE()
+    return vae.model, vae.guide
+
+
+def bayesvae_user(x, batch, epochs, elbo, on_epoch, jit=None):
+    model, guide = _tutorial_functions()
+    bv.fit(model, guide, x, elbo=elbo, epochs=epochs, batch_size=batch, lr=1e-3, seed=0, jit=jit, callback=lambda r: on_epoch(), progress=False)
+
+
+def bayesvae_user_eager(x, batch, epochs, elbo, on_epoch):
+    bayesvae_user(x, batch, epochs, elbo, on_epoch, jit=False)
+
+
 VARIANTS: list[Variant] = [
     Variant("torch", torch_loop, "hand-written PyTorch loop (the floor)"),
     Variant("bayesvae", bayesvae_fit, "bayesvae.fit, defaults (traced step)"),
     Variant("bayesvae-eager", bayesvae_eager, "bayesvae.fit(jit=False)"),
+    Variant("user", bayesvae_user, "bayesvae.fit on a Pyro-tutorial-style model and guide (traced, checked)"),
+    Variant("user-eager", bayesvae_user_eager, "the same, jit=False"),
     Variant("pyro-svi", pyro_svi, "Pyro SVI written plainly"),
     Variant("pyro-jit", pyro_jit, "Pyro JIT ELBO as shipped (last partial batch dropped)"),
     Variant("pyro-jit-fixed", pyro_jit_fixed, "Pyro JIT ELBO with the mean-field cache fixed"),
