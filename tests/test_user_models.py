@@ -344,3 +344,12 @@ def test_two_observed_sites_each_get_their_log_likelihood(digits):
     lw = idata.sample_stats["log_likelihood"] if "log_likelihood" in idata.sample_stats else None
     if lw is not None:
         np.testing.assert_allclose(total.values, lw.values, rtol=1e-5)
+
+
+def test_numpy_input_to_posterior_and_a_progress_bar(digits, capsys):
+    model = bv.VAE(prior=bv.GaussianPrior(2), likelihood=bv.Bernoulli(), decoder=bv.MLP(2, 64))
+    guide = bv.AmortizedGuide(model, hidden=(8,))
+    q = guide.posterior(digits[:3].numpy())
+    assert tuple(q["z"].mean.shape) == (3, 2)
+    bv.fit(model, guide, digits[:200], epochs=2, progress=True)
+    assert "epoch" in capsys.readouterr().err  # tqdm writes to standard error

@@ -172,8 +172,14 @@ class AmortizedGuide(nn.Module):
         """The local factors q(site | x) for a batch ``x`` (observed cells ``mask``).
 
         A site that conditions on earlier sites is given their posterior means (a plug-in
-        summary, not a sample).
+        summary, not a sample). ``x`` may be a tensor, a numpy array or a DataFrame (put on
+        the guide's device and dtype).
         """
+        if not isinstance(x, torch.Tensor):
+            from bayesvae.data import as_tensor
+
+            ref = next(self.parameters(), None)
+            x, _ = as_tensor(x, device=ref.device if ref is not None else "cpu", dtype=ref.dtype if ref is not None else torch.float32)
         h = self.trunk(self._input(x, mask))
         out: dict[str, dist.TorchDistribution] = {}
         means: dict[str, torch.Tensor] = {}
