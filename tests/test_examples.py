@@ -29,7 +29,13 @@ def test_every_example_has_tiny_arguments():
     assert not missing, f"add tiny arguments for {missing} to TINY"
 
 
-@pytest.mark.parametrize("script", sorted(p.name for p in EXAMPLES.glob("*.py")))
+#: Examples that take over 20 s even with tiny arguments (run with ``-m slow``).
+SLOW = {"model_comparison.py"}
+
+
+@pytest.mark.parametrize(
+    "script", [pytest.param(p.name, marks=pytest.mark.slow) if p.name in SLOW else p.name for p in sorted(EXAMPLES.glob("*.py"))]
+)
 def test_example_runs(script, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     result = subprocess.run(
