@@ -28,6 +28,7 @@ _EXPORTS = {
     "GroupPrior": "bayesvae.models",
     "HierarchicalLatentPrior": "bayesvae.models",
     "MixturePrior": "bayesvae.models",
+    "VampPrior": "bayesvae.models",
     "ScalePrior": "bayesvae.models",
     "Bernoulli": "bayesvae.models",
     "ContinuousBernoulli": "bayesvae.models",
@@ -51,7 +52,9 @@ _EXPORTS = {
     "FitResult": "bayesvae.infer",
     "FitConfig": "bayesvae.infer",
     "DivergenceError": "bayesvae.infer",
+    "StagedLR": "bayesvae.infer",
     "IWAE_ELBO": "bayesvae.objectives",
+    "LinearWarmup": "bayesvae.objectives",
     # tables
     "impute": "bayesvae.tabular",
 }
@@ -72,6 +75,7 @@ __all__ = [
     "GroupPrior",
     "HierarchicalLatentPrior",
     "MixturePrior",
+    "VampPrior",
     "ScalePrior",
     "Bernoulli",
     "ContinuousBernoulli",
@@ -93,7 +97,9 @@ __all__ = [
     "FitResult",
     "FitConfig",
     "DivergenceError",
+    "StagedLR",
     "IWAE_ELBO",
+    "LinearWarmup",
     "impute",
     "tabular",
 ]
@@ -117,7 +123,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from bayesvae import datasets, evaluation, tabular
     from bayesvae.guides import AmortizedGuide, ExactPosteriorGuide, MeanFieldGuide
-    from bayesvae.infer import DivergenceError, FitConfig, FitResult, evaluate_elbo, fit, load
+    from bayesvae.infer import DivergenceError, FitConfig, FitResult, StagedLR, evaluate_elbo, fit, load
     from bayesvae.models import (
         VAE,
         ARDDecoder,
@@ -136,9 +142,10 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         NegativeBinomial,
         Poisson,
         ScalePrior,
+        VampPrior,
         factor_analysis,
         ppca,
     )
     from bayesvae.nn import MLP
-    from bayesvae.objectives import IWAE_ELBO
+    from bayesvae.objectives import IWAE_ELBO, LinearWarmup
     from bayesvae.tabular import impute
