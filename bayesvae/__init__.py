@@ -123,7 +123,15 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from bayesvae import datasets, evaluation, tabular
     from bayesvae.guides import AmortizedGuide, ExactPosteriorGuide, MeanFieldGuide
-    from bayesvae.infer import DivergenceError, FitConfig, FitResult, StagedLR, evaluate_elbo, fit, load
+    from bayesvae.infer import (
+        DivergenceError,
+        FitConfig,
+        FitResult,
+        StagedLR,
+        evaluate_elbo,
+        fit,
+        load,
+    )
     from bayesvae.models import (
         VAE,
         ARDDecoder,
