@@ -27,7 +27,7 @@ logger = logging.getLogger("bayesvae")
 
 #: Names of ``--prior``. Only the names, for ``--help`` without importing torch: what each
 #: builds lives in :data:`bayesvae.models.catalog.PRIORS` (a test checks that they agree).
-PRIORS = ("gaussian", "ibp", "ibp-weighted", "ard", "two-level", "mixture")
+PRIORS = ("gaussian", "ibp", "ibp-weighted", "ard", "two-level", "mixture", "vamp")
 
 
 def _likelihoods(data_dim: int) -> dict[str, Callable[[], Any]]:
@@ -91,6 +91,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     import bayesvae as bv
     from bayesvae import plots
     from bayesvae.models.catalog import PriorRequest, build_prior
+    from bayesvae.models.vamp import VampPrior
 
     if args.likelihood not in LIKELIHOODS:
         raise ValueError(f"unknown likelihood {args.likelihood!r}; choose one of {list(LIKELIHOODS)}")
@@ -104,11 +105,13 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     hidden = tuple(args.hidden)
     outputs = likelihood.num_outputs(train.d)
     # the decoder mirrors the encoder: its hidden widths from the latent side are hidden[::-1]
-    request = PriorRequest(latent_dim=args.latent_dim, out_features=outputs, hidden=hidden[::-1], alpha=args.alpha, components=args.components)
+    request = PriorRequest(latent_dim=args.latent_dim, out_features=outputs, hidden=hidden[::-1], alpha=args.alpha, components=args.components, data_dim=train.d, unit_interval=args.likelihood in ("bernoulli", "continuous-bernoulli"))
     prior = build_prior(args.prior, request)
     decoder = prior.make_decoder(outputs, hidden=hidden[::-1], activation=args.activation)
     model = bv.VAE(prior=prior, likelihood=likelihood, decoder=decoder)
     guide = bv.AmortizedGuide(model, hidden=hidden, activation=args.activation, flows=args.flows)
+    if isinstance(prior, VampPrior):  # pseudo-inputs start at training rows (the guide bound its encoder)
+        prior.init_from(train.x, seed=args.seed)
     out = Path(args.out)
     bar = tqdm(total=args.epochs, desc="fit", unit="epoch", disable=args.quiet)
 
@@ -134,6 +137,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             validation=valid,
             checkpoint=out,
             resume=args.resume,
+            overwrite=args.overwrite,
             jit=False if args.no_jit else None,
             callback=progress,
         )
@@ -261,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=int, nargs="*", default=[128], help="encoder hidden widths; the decoder mirrors them (default: 128)")
     p.add_argument("--activation", default="relu", help="hidden-layer nonlinearity (default: relu)")
     p.add_argument("--alpha", type=float, default=2.0, help="IBP concentration alpha (default: 2)")
-    p.add_argument("--components", type=int, default=10, help="mixture prior components (default: 10)")
+    p.add_argument("--components", type=int, default=10, help="mixture prior components; VampPrior pseudo-inputs (default: 10)")
     p.add_argument("--elbo", choices=("trace", "meanfield", "iwae"), default="meanfield", help="Trace_ELBO (Monte Carlo), TraceMeanField_ELBO (analytic KL) or the importance-weighted bound with --num-particles samples (default: meanfield)")
     p.add_argument("--flows", type=int, default=0, help="inverse autoregressive flow maps on the encoder's Gaussian (a richer q(z|x)) (default: 0)")
     p.add_argument("--epochs", type=int, default=50, help="passes over the data (default: 50)")
@@ -271,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validation-fraction", type=float, default=0.2, help="rows held out for the validation ELBO; 0 uses all rows for training (default: 0.2)")
     p.add_argument("--out", default="runs/fit", help="output directory (default: runs/fit)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing fit in --out (otherwise refused)")
     p.add_argument("--no-jit", action="store_true", help="run every training step eagerly through Pyro's effect handlers instead of replaying a traced step (same numbers, slower)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_fit)
@@ -302,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, OSError) as exc:
         print(f"bayesvae {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -169,3 +169,20 @@ def test_every_named_prior_builds_a_model_with_its_own_decoder(name, hidden):
     model = bv.VAE(prior=prior, likelihood=bv.Gaussian(scale=1.0), decoder=decoder)
     torch.manual_seed(0)
     assert model.sample(3)["x"].shape == (3, 6)
+
+
+def test_fit_refuses_to_replace_an_existing_run_without_overwrite(tmp_path, capsys):
+    from bayesvae.cli import main
+
+    args = ["fit", "--data", "digits-binary", "--epochs", "1", "--latent-dim", "2", "--out", str(tmp_path / "run"), "--quiet"]
+    assert main(args) == 0
+    before = (tmp_path / "run" / "fit.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bayesvae fit: error:") and "already holds a fit" in err and len(err.splitlines()) == 1
+    assert (tmp_path / "run" / "fit.safetensors").read_bytes() == before
+    assert main([*args, "--overwrite"]) == 0
+    (tmp_path / "afile").write_text("x")
+    assert main([*args[:-3], "--out", str(tmp_path / "afile"), "--quiet"]) == 2
+    assert "is an existing file" in capsys.readouterr().err
