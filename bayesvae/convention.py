@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from bayesvae.data import DataInfo, as_groups, as_tensor
+from bayesvae.streaming import row_chunks
 
 __all__ = [
     "DATA_PLATE",
@@ -190,7 +191,7 @@ def check_data(model: Any, x: torch.Tensor, info: DataInfo, name: str, *, suppor
         )
     likelihood = getattr(model, "likelihood", None)
     if support and likelihood is not None and hasattr(likelihood, "validate"):
-        likelihood.validate(x, info.columns)
+        row_chunks(x, lambda block: likelihood.validate(block, info.columns))  # a DiskArray chunk by chunk
 
 
 def reference_parameter(*parts: Any) -> torch.Tensor | None:

@@ -10,6 +10,7 @@ import torch
 
 from bayesvae.convention import Batch, Rows, prepare_rows
 from bayesvae.infer.distributed import Replicas
+from bayesvae.streaming import iter_chunks
 
 __all__ = ["training_rows", "group_column", "minibatches", "binarize"]
 
@@ -58,8 +59,7 @@ def training_rows(
         missing = "model" if isinstance(data, pd.DataFrame) and bool(data.isna().any().any()) else "error"
     rows = prepare_rows(model, guide, data, groups=groups, covariates=covariates, device=device, dtype=dtype, missing=missing, support=not dynamic_binarization)
     if dynamic_binarization:
-        x = rows.x
-        if not bool(((x >= 0) & (x <= 1)).all()):
+        if not all(bool(((x >= 0) & (x <= 1)).all()) for x in iter_chunks(rows.x)):  # a DiskArray chunk by chunk
             raise ValueError(
                 "dynamic_binarization=True draws x ~ Bernoulli(intensity) per row: the data must be intensities in [0, 1]"
             )
