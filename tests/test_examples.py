@@ -18,6 +18,7 @@ TINY = {
     "model_comparison.py": ["--epochs", "1", "--num-samples", "10"],
     "ibp_bars.py": ["--n", "50", "--epochs", "1", "--restarts", "1"],
     "prior_comparison.py": ["--epochs", "1", "--samples", "10", "--rows", "300"],
+    "inference_comparison.py": ["--epochs", "2", "--priors", "gaussian,vamp", "--warmup", "1", "--gradients", "stl,dreg", "--eval-samples", "10", "--gap-points", "10", "--gap-steps", "10", "--train-rows", "200", "--test-rows", "40", "--components", "5"],
     "tabular_imputation.py": ["--epochs", "2", "--particles", "5", "--imputations", "2", "--output", "tabular_imputation.md"],
 }
 
