@@ -210,10 +210,15 @@ def init_state(
     )
 
 
+_TOTAL_NORM = getattr(nn.utils, "get_total_norm", None)  # torch >= 2.6: one fused pass
+
+
 def _grad_norm(params: tuple[torch.Tensor, ...]) -> torch.Tensor:
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return torch.zeros(())
+    if _TOTAL_NORM is not None:
+        return _TOTAL_NORM(grads, error_if_nonfinite=False)
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
 
 
