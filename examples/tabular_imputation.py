@@ -27,7 +27,6 @@ import pandas as pd
 import torch
 
 import bayesvae as bv
-from bayesvae.convention import prepare_rows
 from bayesvae.models import Columns
 from bayesvae.tabular import impute
 
@@ -121,8 +120,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     d = len(truth.columns)
     model = bv.VAE(prior=bv.GaussianPrior(args.latent), likelihood=likelihood, decoder=bv.MLP(args.latent, likelihood.num_outputs(d), hidden=(args.hidden,)))
     guide = bv.AmortizedGuide(model, hidden=(args.hidden,))  # reads [x * mask, mask]
-    rows = prepare_rows(model, guide, holes, missing="model")
-    fit = bv.fit(model, guide, rows, epochs=args.epochs, lr=5e-3, batch_size=64, seed=args.seed)
+    # a DataFrame's missing cells are masked out of the likelihood (fit's missing="model")
+    fit = bv.fit(model, guide, holes, epochs=args.epochs, lr=5e-3, batch_size=64, seed=args.seed)
     result = impute(fit, holes, num_imputations=args.imputations, num_particles=args.particles, seed=args.seed)
 
     methods = {
