@@ -41,13 +41,14 @@ import math
 import mmap
 import os
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["DiskArray", "CHUNK_BYTES", "open_array", "is_disk_backed", "iter_chunks", "row_chunks", "validate_finite", "count_nonfinite"]
+__all__ = ["DiskArray", "CHUNK_BYTES", "open_array", "is_disk_backed", "iter_chunks", "row_chunks", "validate_finite", "count_nonfinite", "DiskDataset", "split_on_disk"]
 
 logger = logging.getLogger(__name__)
 
@@ -397,3 +398,56 @@ def count_nonfinite(array: np.ndarray) -> int:
         if mapped is not None:
             mapped.madvise(mmap.MADV_DONTNEED)
     return bad
+
+
+@dataclass(frozen=True, eq=False)
+class DiskDataset:
+    """Part of a :class:`~bayesvae.datasets.Dataset` whose rows stay on disk (a lazy split).
+
+    Has the fields :func:`bayesvae.data.as_tensor` reads from a ``Dataset`` (``x``,
+    ``image_shape``, ``columns``) plus ``labels``, ``name``, ``description``, ``n``, ``d``.
+    """
+
+    x: DiskArray
+    labels: np.ndarray | None = None
+    image_shape: tuple[int, ...] | None = None
+    columns: tuple[str, ...] | None = None
+    name: str = "data"
+    description: str = ""
+
+    @property
+    def n(self) -> int:
+        """Rows."""
+        return len(self.x)
+
+    @property
+    def d(self) -> int:
+        """Columns."""
+        return int(self.x.shape[1])
+
+
+def split_on_disk(data: Any, test_fraction: float, seed: int) -> tuple[DiskDataset, DiskDataset]:
+    """:meth:`Dataset.split <bayesvae.datasets.Dataset.split>` of a memory-mapped data set
+    without copying it: the same rows in the same order, as two lazy :class:`DiskDataset` parts."""
+    from sklearn.model_selection import train_test_split
+
+    from bayesvae._checks import real_number
+
+    fraction = real_number("test_fraction", test_fraction)
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"test_fraction must lie in (0, 1); got {fraction}.")
+    whole = DiskArray(data.x)
+    train, test = train_test_split(np.arange(len(whole)), test_size=fraction, random_state=seed, stratify=data.labels)
+    parts = []
+    for index, part in ((train, "train"), (test, "test")):
+        parts.append(
+            DiskDataset(
+                x=whole.take(index),
+                labels=None if data.labels is None else data.labels[index],
+                image_shape=data.image_shape,
+                columns=data.columns,
+                name=f"{data.name}[{part}]",
+                description=f"{data.description} Rows: the {part} part of a random split ({len(index)} of {len(whole)}).".strip(),
+            )
+        )
+    return parts[0], parts[1]

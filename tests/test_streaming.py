@@ -148,3 +148,17 @@ def test_an_hdf5_file_with_several_datasets_needs_a_name(tmp_path):
         as_tensor(tmp_path / "two.h5")
     x, info = as_tensor(f"{tmp_path / 'two.h5'}:b")
     assert info.num_data == 7 and torch.equal(x[:], torch.from_numpy(_data(n=7)))
+
+
+def test_the_cli_split_of_a_memory_mapped_file_copies_nothing_and_keeps_the_rows(tmp_path):
+    from bayesvae.cli import _split
+
+    x = _data(n=50)
+    np.save(tmp_path / "x.npy", x)
+    ds = bv.datasets.load(tmp_path / "x.npy")
+    train, test = _split(ds, 0.2, 4)
+    ref_train, ref_test = bv.datasets.Dataset(x=x).split(0.2, seed=4)
+    assert isinstance(train.x, DiskArray) and (train.n, test.n, train.d) == (40, 10, 6)
+    assert torch.equal(train.x[:], torch.from_numpy(ref_train.x)) and torch.equal(test.x[:], torch.from_numpy(ref_test.x))
+    t, info = as_tensor(test)
+    assert isinstance(t, DiskArray) and info.num_data == 10

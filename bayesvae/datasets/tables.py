@@ -63,21 +63,28 @@ def load_npy(path: Path, *, mmap_mode: str | None = None) -> np.ndarray:
     check_exists(path)
     with open(path, "rb") as handle:
         head = handle.read(len(_NPY_MAGIC))
-    if head.startswith(_ZIP_MAGIC):
-        raise ValueError(f"{path} is an .npz archive, not a single .npy array; save one array with np.save.")
-    if head != _NPY_MAGIC:
+        if head.startswith(_ZIP_MAGIC):
+            raise ValueError(f"{path} is an .npz archive, not a single .npy array; save one array with np.save.")
+        if head != _NPY_MAGIC:
+            raise ValueError(
+                f"{path} is not a valid .npy file: it does not start with the NumPy magic bytes (\\x93NUMPY); write it with numpy.save. bayesvae never loads pickled data."
+            )
+        handle.seek(0)
+        try:  # the header alone (a Python-literal dict, parsed safely by numpy)
+            version = np.lib.format.read_magic(handle)
+            reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            dtype = reader(handle)[2] if reader is not None else None  # version 3: np.load checks
+        except (ValueError, OSError, EOFError, SyntaxError) as exc:
+            raise ValueError(f"{path} is not a valid .npy file (corrupt header: {exc})") from exc
+    if dtype is not None and dtype.hasobject:
         raise ValueError(
-            f"{path} is not a valid .npy file: it does not start with the NumPy magic bytes (\\x93NUMPY); write it with numpy.save. bayesvae never loads pickled data."
+            f"{path} holds an object array (pickled Python objects, dtype {dtype}), not numbers; bayesvae never loads pickled data. Save a numeric array with numpy.save."
         )
     try:
         array = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
-    except ValueError as exc:
-        if "allow_pickle" in str(exc) or "pickled" in str(exc):
-            raise ValueError(
-                f"{path} holds an object array (pickled Python objects), not numbers; bayesvae never loads pickled data. Save a numeric array with numpy.save."
-            ) from exc
-        raise ValueError(f"{path} is not a valid .npy file: {exc}") from exc
-    except (OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError) as exc:
+        if "allow_pickle" in str(exc):
+            raise ValueError(f"{path} holds an object array (pickled Python objects), not numbers; bayesvae never loads pickled data.") from exc
         raise ValueError(f"{path} is not a valid .npy file (truncated or corrupt: {exc})") from exc
     return array
 
