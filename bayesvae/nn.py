@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bayesvae._checks import positive_int
 from bayesvae._registry import register
 
 __all__ = ["MLP", "ACTIVATIONS"]
@@ -62,9 +63,8 @@ class MLP(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"MLP {name} must be a positive int, got {value!r}")
+        in_features = positive_int("MLP in_features", in_features)
+        out_features = positive_int("MLP out_features", out_features)
         hidden = tuple(int(h) for h in hidden)
         if any(h < 1 for h in hidden):
             raise ValueError(f"MLP hidden sizes must be positive, got {hidden}")

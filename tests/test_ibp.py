@@ -62,7 +62,7 @@ def _hard(estimator_cls, value: torch.Tensor) -> torch.Tensor:
         ({"alpha": -1.5}, ValueError, "alpha must be a positive finite number, got -1.5"),
         ({"alpha": math.inf}, ValueError, "alpha must be a positive finite number"),
         ({"alpha": "2"}, TypeError, "alpha must be a real number"),
-        ({"truncation": 0}, ValueError, r"truncation must be >= 1 \(the number K of features kept\), got 0"),
+        ({"truncation": 0}, ValueError, r"truncation must be a positive int, got 0"),
         ({"truncation": 2.0}, TypeError, "truncation must be an int"),
         ({"stick_init": 0.0}, ValueError, "stick_init must be a positive finite number"),
         ({"weighted": 1}, TypeError, "weighted must be True or False"),

@@ -32,6 +32,8 @@ import torch
 from pyro.distributions.transforms import Permute, conditional_affine_autoregressive
 from torch import nn
 
+from bayesvae._checks import positive_int
+
 __all__ = ["ConditionalIAF", "FlowPosterior"]
 
 
@@ -71,8 +73,7 @@ class ConditionalIAF(nn.Module):
 
     def __init__(self, dim: int, context_dim: int, num_flows: int, hidden: Sequence[int]) -> None:
         super().__init__()
-        if not isinstance(num_flows, int) or num_flows < 1:
-            raise ValueError(f"num_flows must be a positive int, got {num_flows!r}")
+        num_flows = positive_int("num_flows", num_flows)
         self.maps = nn.ModuleList(
             [conditional_affine_autoregressive(dim, context_dim, hidden_dims=list(hidden)) for _ in range(num_flows)]
         )

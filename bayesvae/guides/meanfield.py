@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bayesvae._checks import positive_int
 from bayesvae._registry import register
 from bayesvae.guides._parts import MIN_SCALE, GlobalGuide
 from bayesvae.models.vae import VAE, data_plate
@@ -48,8 +49,7 @@ class MeanFieldGuide(nn.Module):
 
     def __init__(self, model: VAE, num_data: int, *, init_scale: float = 1.0) -> None:
         super().__init__()
-        if not isinstance(num_data, int) or num_data < 1:
-            raise ValueError(f"num_data must be a positive int, got {num_data!r}")
+        num_data = positive_int("num_data", num_data)
         if not init_scale > 0:
             raise ValueError(f"init_scale must be positive, got {init_scale!r}")
         self.local_sites = model.prior.local_sites()

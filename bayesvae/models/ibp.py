@@ -109,6 +109,7 @@ import torch
 from pyro import poutine
 from torch import nn
 
+from bayesvae._checks import positive_int
 from bayesvae._registry import register
 from bayesvae.data import as_tensor
 from bayesvae.distributions import BernoulliSurrogate, LogitRelaxedBernoulli
@@ -399,11 +400,7 @@ def stick_logits(nu: torch.Tensor) -> torch.Tensor:
 
 
 def _check_truncation(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"truncation must be an int (the number K of features), got {value!r}")
-    if value < 1:
-        raise ValueError(f"truncation must be >= 1 (the number K of features kept), got {value!r}")
-    return int(value)
+    return positive_int("truncation", value)
 
 
 @register

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from bayesvae._checks import positive_int
 from bayesvae._registry import register
 
 __all__ = ["LinearWarmup", "ConstantWeight", "as_kl_schedule"]
@@ -63,8 +64,7 @@ class LinearWarmup:
         if (epochs is None) == (steps is None):
             raise ValueError(f"LinearWarmup needs exactly one of epochs= and steps=, got epochs={epochs!r}, steps={steps!r}")
         length = epochs if steps is None else steps
-        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-            raise ValueError(f"LinearWarmup's {'epochs' if steps is None else 'steps'} must be a positive int, got {length!r}")
+        length = positive_int(f"LinearWarmup's {'epochs' if steps is None else 'steps'}", length)
         start = _weight("start", start)
         if start > 1:
             raise ValueError(f"LinearWarmup's start must be in [0, 1] (it warms up to 1), got {start!r}")

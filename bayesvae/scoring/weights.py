@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from bayesvae._checks import positive_int
 from bayesvae.convention import DATA_PLATE, Rows
 from bayesvae.scoring.chunks import iter_importance_chunks
 from bayesvae.scoring.inputs import as_rows, merge_covariates
@@ -14,12 +15,6 @@ from bayesvae.scoring.records import GlobalDraw, ImportanceSamples
 from bayesvae.scoring.scorer import TraceScorer, scoring_session
 
 __all__ = ["importance_log_weights"]
-
-
-def _check_int(name: str, value: Any, low: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
 
 
 def importance_log_weights(
@@ -103,9 +98,9 @@ def importance_log_weights(
     >>> tuple(iw.log_weights.shape)
     (3, 4)
     """
-    _check_int("num_samples", num_samples)
+    positive_int("num_samples", num_samples)
     if chunk_size is not None:
-        _check_int("chunk_size", chunk_size)
+        positive_int("chunk_size", chunk_size)
     rows = as_rows(x, merge_covariates(groups, covariates))
     with scoring_session(
         model, guide, rows, seed=seed, vectorize=vectorize, data_plate=data_plate
