@@ -95,9 +95,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
     if args.likelihood not in LIKELIHOODS:
         raise ValueError(f"unknown likelihood {args.likelihood!r}; choose one of {list(LIKELIHOODS)}")
+    if not 0 <= args.validation_fraction < 1:  # also refuses NaN
+        raise ValueError(f"--validation-fraction must lie in [0, 1) (0 trains on all rows); got {args.validation_fraction}")
     data = _load_data(args.data, likelihood=args.likelihood, binarize=args.binarize)
     if args.validation_fraction > 0:
-        train, valid = data.split(test_fraction=args.validation_fraction, seed=args.seed)
+        train, valid = _split(data, args.validation_fraction, args.seed)
     else:
         train, valid = data, None
     torch.manual_seed(args.seed)
@@ -174,7 +176,16 @@ def _held_out(args: argparse.Namespace, run: str) -> Any:
     fraction = how.get("validation_fraction", 0.0)
     if not fraction:
         raise ValueError(f"{run} was fitted on all rows of {spec} (no held-out split); pass --split all or other --data")
-    return data.split(test_fraction=fraction, seed=how.get("seed", 0))[1]
+    return _split(data, fraction, how.get("seed", 0))[1]
+
+
+def _split(data: Any, fraction: float, seed: int) -> tuple[Any, Any]:
+    """``data.split``; a memory-mapped ``.npy`` is split lazily (same rows, nothing copied)."""
+    from bayesvae.streaming import is_disk_backed, split_on_disk
+
+    if is_disk_backed(data.x):
+        return split_on_disk(data, fraction, seed)
+    return data.split(test_fraction=fraction, seed=seed)
 
 
 def _write_table(frame, out: str | None, stem: str) -> None:
