@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bayesvae._checks import positive_int
 from bayesvae._registry import register
 
 __all__ = [
@@ -199,8 +200,8 @@ class Gaussian(Likelihood):
             )
         if scale is not None and not (float(scale) > 0 and float(scale) < float("inf")):
             raise ValueError(f"Gaussian scale must be a positive finite number, got {scale!r}")
-        if data_dim is not None and (not isinstance(data_dim, int) or data_dim < 1):
-            raise ValueError(f"Gaussian data_dim must be a positive int, got {data_dim!r}")
+        if data_dim is not None:
+            data_dim = positive_int("Gaussian data_dim", data_dim)
         if not min_scale > 0 or not init_scale > min_scale:
             raise ValueError(
                 f"need 0 < min_scale < init_scale, got min_scale={min_scale}, init_scale={init_scale}"
@@ -285,8 +286,7 @@ class StudentT(Likelihood):
 
     def __init__(self, *, data_dim: int, df: float = 4.0, min_scale: float = 1e-3, init_scale: float = 1.0) -> None:
         super().__init__()
-        if not isinstance(data_dim, int) or data_dim < 1:
-            raise ValueError(f"StudentT data_dim must be a positive int, got {data_dim!r}")
+        data_dim = positive_int("StudentT data_dim", data_dim)
         if not (isinstance(df, (int, float)) and df > 0):
             raise ValueError(f"StudentT df must be a positive number, got {df!r}")
         if not min_scale > 0 or not init_scale > min_scale:
@@ -364,8 +364,7 @@ class NegativeBinomial(Likelihood):
 
     def __init__(self, *, data_dim: int, init_dispersion: float = 10.0) -> None:
         super().__init__()
-        if not isinstance(data_dim, int) or data_dim < 1:
-            raise ValueError(f"NegativeBinomial data_dim must be a positive int, got {data_dim!r}")
+        data_dim = positive_int("NegativeBinomial data_dim", data_dim)
         if not init_dispersion > 0:
             raise ValueError(f"init_dispersion must be positive, got {init_dispersion!r}")
         self.data_dim = data_dim
