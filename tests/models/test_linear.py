@@ -45,7 +45,7 @@ from bayesvae.models.linear import (
 from bayesvae.nn import MLP
 
 D, L, N = 20, 3, 2000
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ import bayesvae
 from bayesvae.compare import compare, to_html, to_markdown
 from bayesvae.evaluation import METRICS, evaluate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from bayesvae.models.hierarchical import Z1, Z2, HierarchicalLatentPrior, Mixtur
 from bayesvae.models.priors import Z
 from bayesvae.nn import MLP
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "prior_comparison.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "prior_comparison.py"
 
 
 def _model(prior, data_dim=5):

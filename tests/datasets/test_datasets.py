@@ -25,7 +25,7 @@ from bayesvae.datasets import (
 
 # The verified benchmark copies live in ../shared/data beside the checkout (CI clones with
 # shared/ beside it); BAYESVAE_DATA overrides.
-DATA = Path(os.environ.get("BAYESVAE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA = Path(os.environ.get("BAYESVAE_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 
 
 # --------------------------------------------------------------------------- helpers

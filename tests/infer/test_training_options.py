@@ -116,7 +116,7 @@ def test_convergence_verdict_on_known_series():
 
 @pytest.mark.slow
 def test_a_short_group_fit_warns_that_it_has_not_converged():
-    from tests.test_hier_groups import D, G, L, _grouped_data
+    from tests.models.test_hier_groups import D, G, L, _grouped_data
 
     x, g, _ = _grouped_data()
     verdicts = {}

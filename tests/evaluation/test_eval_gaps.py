@@ -157,7 +157,7 @@ def test_gap_is_finite_and_non_negative_beyond_gaussian_priors(kind):
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from tests._tutorial import TutorialVAE
 
     x = torch.as_tensor(bayesvae.datasets.digits(binarize=True).x[:300], dtype=torch.float32)
