@@ -57,7 +57,6 @@ from typing import Any
 
 import pandas as pd
 import torch
-
 from _results import merge_runs
 from _timing import load_average, machine_info, markdown_table
 
