@@ -89,7 +89,7 @@ def as_tensor(
         masked array's masked cells are missing cells (see ``missing``). Data on disk -- a
         memory-mapped ndarray (``np.load(path, mmap_mode="r")``), an ``h5py.Dataset``, a
         :class:`~bayesvae.streaming.DiskArray`, or the path of a ``.npy`` / HDF5 file -- are
-        validated in chunks of about 64 MiB and returned as a
+        validated in chunks of about 32 MiB and returned as a
         :class:`~bayesvae.streaming.DiskArray` that reads rows when indexed, not copied into
         memory (with ``missing="model"``, ``mask`` or ``schema`` they are read into memory).
     dtype, device

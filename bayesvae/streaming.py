@@ -13,7 +13,7 @@ tensor) for
 * a path to a ``.npy`` file or to an HDF5 file (``.h5``, ``.hdf5``, ``.hdf``) that holds one
   dataset (or ``"file.h5:name"`` for the dataset ``name``),
 
-after validating it in chunks of about 64 MiB (no data-sized temporary).
+after validating it in chunks of about 32 MiB (no data-sized temporary).
 
 Why HDF5 (h5py) for the chunked on-disk format: h5py is already installed with the package's
 dependencies (ArviZ's netCDF back end needs it), HDF5 is a single self-describing file that
@@ -31,7 +31,8 @@ for no gain on a local file.
 Pages of a memory map that have been read stay resident (and counted in the process's
 resident set) until the kernel needs the memory; :class:`DiskArray` tells the kernel to drop
 them (``madvise(MADV_DONTNEED)``, which for a read-only file mapping only forgets the mapping)
-after every 64 MiB read, so the resident size stays flat however large the file is.
+after every 32 MiB made resident (a random row counts 64 KiB: the kernel maps the pages
+around a faulting one), so the resident size stays flat however large the file is.
 """
 
 from __future__ import annotations
@@ -53,10 +54,12 @@ __all__ = ["DiskArray", "CHUNK_BYTES", "open_array", "is_disk_backed", "iter_chu
 logger = logging.getLogger(__name__)
 
 #: Bytes (of the target dtype) read per validation chunk, and read between page releases.
-CHUNK_BYTES = 64 * 2**20
+CHUNK_BYTES = 32 * 2**20
 
 _HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 _PAGE = mmap.PAGESIZE
+#: Bytes the kernel maps around a faulting page of a file mapping (``fault_around_bytes``).
+_FAULT_AROUND = 16 * _PAGE
 
 
 def _mapping(array: np.ndarray) -> mmap.mmap | None:
@@ -311,8 +314,9 @@ class DiskArray:
         """Let the kernel drop the mapped pages after every :data:`CHUNK_BYTES` read."""
         if self._mmap is None:
             return
-        # a row touches its pages and may straddle one more
-        self._touched += rows * (self._row_bytes + _PAGE)
+        # a fault on a file mapping maps its neighbours too (the kernel's fault-around,
+        # 64 KiB by default): a gathered row can make that much resident
+        self._touched += rows * (self._row_bytes + _FAULT_AROUND)
         if self._touched >= CHUNK_BYTES:
             self._mmap.madvise(mmap.MADV_DONTNEED)
             self._touched = 0
@@ -336,7 +340,10 @@ class DiskArray:
                 block = self._read_range(start, stop)
             else:
                 block = self._gather(np.arange(start, stop, dtype=np.int64))
-            yield start, self._convert(block, dev)
+            out = self._convert(block, dev)
+            del block  # hold one block at a time: the caller's is released before the next read
+            yield start, out
+            del out
 
     def to_tensor(self) -> torch.Tensor:
         """All rows as one tensor (a data-sized copy: only for data that fit in memory)."""
@@ -344,10 +351,11 @@ class DiskArray:
 
 
 def iter_chunks(x: torch.Tensor | DiskArray) -> Iterator[torch.Tensor]:
-    """A tensor as itself; a :class:`DiskArray` as consecutive blocks of about 64 MiB."""
+    """A tensor as itself; a :class:`DiskArray` as consecutive blocks of about 32 MiB."""
     if isinstance(x, DiskArray):
         for _, block in x.blocks():
             yield block
+            del block
     else:
         yield x
 
@@ -363,6 +371,7 @@ def row_chunks(x: torch.Tensor | DiskArray, check: Callable[[torch.Tensor], None
             check(block)
         except ValueError as exc:
             raise ValueError(f"rows {start}..{start + block.shape[0] - 1} of {len(x)} (checked in chunks, later rows not yet checked): {exc}") from exc
+        del block
 
 
 def validate_finite(x: DiskArray, *, name: str, columns: Sequence[str] | None) -> None:
@@ -378,6 +387,7 @@ def validate_finite(x: DiskArray, *, name: str, columns: Sequence[str] | None) -
             bad_cols |= ~finite.all(0)
             if first is None:
                 first = start + int(torch.nonzero(bad)[0])
+        del block, finite
     if bad_rows:
         cols = torch.nonzero(bad_cols).flatten().tolist()
         names = [columns[c] if columns else str(c) for c in cols[:8]]

@@ -56,9 +56,10 @@ def _local(site: dict, plate: str) -> bool:
 
 def _traces(fit: Any, rows):
     kw = {"index": torch.arange(rows.num_data, device=rows.x.device), "num_data": rows.num_data, **rows.covariates}
+    x = rows.x[:]  # a DiskArray (data on disk) is read whole here: the outputs have one row per row
     with pyro.validation_enabled(False), torch.no_grad(), UseRows(kw["index"], rows.num_data):
-        guide_tr = poutine.trace(Call(fit.guide)).get_trace(rows.x, **kw)
-        model_tr = poutine.trace(poutine.replay(Call(fit.model), trace=guide_tr)).get_trace(rows.x, **kw)
+        guide_tr = poutine.trace(Call(fit.guide)).get_trace(x, **kw)
+        model_tr = poutine.trace(poutine.replay(Call(fit.model), trace=guide_tr)).get_trace(x, **kw)
     return guide_tr, model_tr
 
 
