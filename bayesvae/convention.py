@@ -214,7 +214,7 @@ def prepare_rows(
     name: str = "data",
     device: torch.device | None = None,
     dtype: torch.dtype | None = None,
-    missing: str = "error",
+    missing: str | None = None,
     support: bool = True,
 ) -> Rows:
     """Validate ``data`` (and per-row covariates) for ``model``; returns :class:`Rows`.
@@ -225,12 +225,17 @@ def prepare_rows(
     ``schema`` when it has one (:class:`bayesvae.models.Schema`). ``missing="model"`` (or a
     bool ``covariates["mask"]``, True = observed) zero-fills missing cells and puts the
     observed mask into ``covariates["mask"]`` when any cell is missing
-    (:func:`bayesvae.data.as_tensor`). ``support=False`` skips the likelihood's support
+    (:func:`bayesvae.data.as_tensor`); ``missing=None`` (the default) means ``"model"`` for a
+    DataFrame with missing cells and ``"error"`` otherwise. ``support=False`` skips the likelihood's support
     check (for data transformed before it reaches the model, e.g. intensities that are
     binarized per minibatch).
     """
     if isinstance(data, Rows):
         return data
+    if missing is None:  # a DataFrame's missing cells are modelled; elsewhere NaN is an error
+        import pandas as pd
+
+        missing = "model" if isinstance(data, pd.DataFrame) and bool(data.isna().to_numpy().any()) else "error"
     ref = reference_parameter(model, guide)
     if device is None:
         device = ref.device if ref is not None else torch.device("cpu")

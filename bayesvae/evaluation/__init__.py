@@ -21,7 +21,7 @@ from bayesvae.evaluation.active_units import ActiveUnits, active_units
 from bayesvae.evaluation.elbo_parts import ELBODecomposition, elbo_decomposition
 from bayesvae.evaluation.gaps import InferenceGaps, amortization_gap
 from bayesvae.evaluation.marginal_likelihood import MarginalLikelihood, log_marginal_likelihood
-from bayesvae.evaluation.summary import METRICS, evaluate, evaluate_row
+from bayesvae.evaluation.summary import METRICS, evaluate, evaluate_row, per_column_log_likelihood
 from bayesvae.scoring import (
     GlobalDraw,
     ImportanceChunk,
@@ -31,6 +31,7 @@ from bayesvae.scoring import (
 )
 
 __all__ = [
+    "per_column_log_likelihood",
     "log_marginal_likelihood",
     "MarginalLikelihood",
     "elbo_decomposition",

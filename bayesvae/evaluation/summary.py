@@ -21,7 +21,7 @@ from bayesvae.evaluation.marginal_likelihood import (
 from bayesvae.infer import FitResult
 from bayesvae.scoring import check_positive_int, prepare, resolve, scoring_session
 
-__all__ = ["evaluate", "evaluate_row", "METRICS"]
+__all__ = ["evaluate", "evaluate_row", "per_column_log_likelihood", "METRICS"]
 
 #: Columns of :func:`evaluate`, in order, with what each holds.
 METRICS: dict[str, str] = {
@@ -111,7 +111,9 @@ def evaluate(
     -------
     pandas.DataFrame
         One row; the columns are :data:`METRICS`. ``frame.attrs["log_px_per_point"]`` holds
-        the per-point :math:`\log \hat p(x_n)` as a float64 numpy array.
+        the per-point :math:`\log \hat p(x_n)` as a float64 numpy array; for a table model
+        (a ``Columns`` likelihood with a schema) scored on a DataFrame,
+        ``frame.attrs["log_px_per_column"]`` holds each column's share by name.
     """
     row, per_point = evaluate_row(
         fit,
@@ -129,7 +131,24 @@ def evaluate(
     )
     frame = pd.DataFrame([row], columns=list(METRICS))
     frame.attrs["log_px_per_point"] = per_point.double().cpu().numpy()
+    per_column = per_column_log_likelihood(fit, x, seed=seed)
+    if per_column is not None:
+        frame.attrs["log_px_per_column"] = per_column
     return frame
+
+
+def per_column_log_likelihood(fit: Any, x: Any, *, seed: int | None = 0, num_particles: int = 100) -> dict[str, float] | None:
+    """Each column's held-out log-likelihood share (a DataFrame under a table model), else None.
+
+    See :func:`bayesvae.tabular.column_log_likelihood` for the estimator.
+    """
+    model, _ = resolve(fit)
+    if not isinstance(x, pd.DataFrame) or getattr(getattr(model, "likelihood", None), "schema", None) is None:
+        return None
+    from bayesvae.tabular import column_log_likelihood
+
+    series = column_log_likelihood(fit, x, num_particles=num_particles, seed=0 if seed is None else seed)
+    return {str(k): float(v) for k, v in series.items()}
 
 
 def _check_arguments(

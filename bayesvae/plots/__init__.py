@@ -12,7 +12,8 @@ accepts a fit, it first calls the public function that computes that object.
 * the latent space: :func:`plot_kl_per_dimension`, :func:`plot_latent_embedding`,
   :func:`plot_latent_traversals`;
 * the generative model: :func:`plot_reconstructions`, :func:`plot_prior_samples`;
-* diagnostics: :func:`plot_khat`, :func:`plot_ppc_columns`, :func:`plot_ppc_statistics`;
+* diagnostics: :func:`plot_khat`, :func:`plot_ppc_columns`, :func:`plot_ppc_statistics`,
+  :func:`plot_level_frequencies` (a table model's categorical columns);
 * priors: :func:`plot_feature_usage` (IBP), :func:`plot_relevance` (ARD),
   :func:`plot_global_sites` (any global latent: scales, group effects) with intervals, and
   :func:`plot_prior_summary` (the figure of a prior's summary, by its kind).
@@ -21,7 +22,12 @@ accepts a fit, it first calls the public function that computes that object.
 from __future__ import annotations
 
 from bayesvae.plots._base import image_grid
-from bayesvae.plots.checks import plot_khat, plot_ppc_columns, plot_ppc_statistics
+from bayesvae.plots.checks import (
+    plot_khat,
+    plot_level_frequencies,
+    plot_ppc_columns,
+    plot_ppc_statistics,
+)
 from bayesvae.plots.model import (
     plot_history,
     plot_kl_per_dimension,
@@ -48,6 +54,7 @@ __all__ = [
     "plot_khat",
     "plot_ppc_columns",
     "plot_ppc_statistics",
+    "plot_level_frequencies",
     "plot_feature_usage",
     "plot_relevance",
     "plot_global_sites",

@@ -156,3 +156,29 @@ def plot_ppc_statistics(ppc: Any, *, max_columns: int = 40) -> Figure:
     else:
         ax.set_visible(False)
     return fig
+
+
+def plot_level_frequencies(frequencies: Any) -> Figure:
+    """Observed vs replicated frequency of every level of the categorical and binary columns.
+
+    ``frequencies`` is the ``statistic == "frequency"`` part of
+    :func:`bayesvae.tabular.ppc_summary` (columns ``column``, ``level``, ``observed``,
+    ``replicated``, ``replicated_sd``): one panel per column, bars for the observed
+    frequencies, points with two replicate standard deviations for the replicated ones.
+    """
+    names = list(dict.fromkeys(frequencies["column"]))
+    fig = figure(min(3.2 * len(names), 12), 3.0)
+    axes = np.atleast_1d(fig.subplots(1, len(names)))
+    for ax, name in zip(axes, names):
+        part = frequencies[frequencies["column"] == name]
+        pos = np.arange(len(part))
+        ax.bar(pos, part["observed"], color=GREY, label="observed")
+        ax.errorbar(pos, part["replicated"], yerr=2 * np.nan_to_num(part["replicated_sd"].to_numpy(float)), fmt="o", color=GOOD, label="replicated")
+        ax.set_xticks(pos)
+        ax.set_xticklabels([str(v) for v in part["level"]], rotation=45, ha="right", fontsize=7)
+        ax.set_title(str(name), fontsize=9)
+        ax.set_ylim(0, 1)
+    axes[0].set_ylabel("frequency")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -53,6 +53,9 @@ class ReportResults:
         Intervals of the global sites (a guide with a mean-field global part).
     settings : dict
         Model, guide, fit and report settings and package versions (JSON-serializable).
+    columns : dict of str to DataFrame or None
+        For a table model scored on a DataFrame: ``"log_likelihood"`` (each column's share)
+        and ``"ppc"`` (the per-column-type check of :func:`bayesvae.tabular.ppc_summary`).
     """
 
     num_rows: int
@@ -72,6 +75,7 @@ class ReportResults:
     prior_summaries: tuple[Any, ...]
     global_intervals: pd.DataFrame | None
     settings: dict[str, Any]
+    columns: dict[str, pd.DataFrame] | None = None
 
 
 def _is_vae(model: Any) -> bool:
@@ -166,7 +170,21 @@ def compute(
         prior_summaries=summaries,
         global_intervals=intervals,
         settings=settings(view, inputs, num_samples, ppc_samples, seed),
+        columns=_columns(fit, x, ppc_samples=ppc_samples, seed=seed),
     )
+
+
+def _columns(fit: Any, x: Any, *, ppc_samples: int, seed: int) -> dict[str, pd.DataFrame] | None:
+    """Per-column held-out log-likelihood and posterior predictive check of a table model."""
+    from bayesvae.evaluation import per_column_log_likelihood
+
+    per_column = per_column_log_likelihood(fit, x, seed=seed)
+    if per_column is None:
+        return None
+    from bayesvae.tabular import ppc_summary
+
+    ll = pd.DataFrame({"column": list(per_column), "log_likelihood": list(per_column.values())})
+    return {"log_likelihood": ll, "ppc": ppc_summary(fit, x, num_replicates=min(ppc_samples, 50), seed=seed + 3)}
 
 
 def version() -> str:

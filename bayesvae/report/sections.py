@@ -162,6 +162,23 @@ def prior(r: ReportResults, dpi: int) -> Section | None:
     return s if s.figures or s.tables else None
 
 
+def columns(r: ReportResults, dpi: int) -> Section | None:
+    """A table model: each column's log-likelihood share and its check by column type."""
+    if r.columns is None:
+        return None
+    from bayesvae import plots
+
+    s = Section("Columns")
+    s.paragraphs.append(("Held-out log-likelihood by column (nats per row, original scale) and the posterior predictive check by column type: mean and variance of continuous and count columns, the frequency of every level of categorical and binary columns.", ""))
+    s.tables.append(("Log-likelihood share of each column", r.columns["log_likelihood"]))
+    ppc = r.columns["ppc"]
+    s.tables.append(("Posterior predictive check by column", ppc))
+    freq = ppc[ppc["statistic"] == "frequency"]
+    if len(freq):
+        s.figures.append(("column_levels", "Observed and replicated frequency of each level (bars: observed; points: replicated mean with 2 sd).", png(plots.plot_level_frequencies(freq), dpi)))
+    return s
+
+
 def settings(r: ReportResults, dpi: int) -> Section:
     """Model, guide, fit and report settings and versions, as JSON."""
     s = Section("Settings")
@@ -178,5 +195,6 @@ SECTIONS: tuple[Callable[[ReportResults, int], Section | None], ...] = (
     latent_space,
     generative,
     prior,
+    columns,
     settings,
 )

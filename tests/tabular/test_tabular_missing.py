@@ -251,7 +251,9 @@ def test_prepare_rows_puts_the_mask_into_the_covariates():
     assert rows.x[0, 4] == 0
     assert "mask" not in prepare_rows(model, guide, frame.dropna(), missing="model").covariates
     with pytest.raises(ValueError, match=r"data contains NaN or inf in 1 rows \(columns \[risk\]\)"):
-        prepare_rows(model, guide, frame)
+        prepare_rows(model, guide, frame, missing="error")
+    # by default a DataFrame's missing cells are modelled (as fit does)
+    assert not bool(prepare_rows(model, guide, frame).covariates["mask"][0, 4])
     empty = frame.assign(height=np.nan)
     with pytest.raises(ValueError, match=r"column\(s\) \['height'\] have no observed values"):
         prepare_rows(model, guide, empty, missing="model")
@@ -497,3 +499,21 @@ def test_a_numeric_array_with_a_mask_fits_under_any_likelihood():
     mask = torch.as_tensor(observed[:3])
     lp = bv.Bernoulli().observed(out, mask).log_prob(torch.zeros(3, 6))
     torch.testing.assert_close(lp, (torch.nn.functional.logsigmoid(-out) * mask).sum(-1))
+
+
+def test_evaluate_and_report_work_per_column_on_a_table(tmp_path):
+    from bayesvae.evaluation import evaluate
+    from bayesvae.report import report
+
+    frame = _mixed(n=120)
+    frame.loc[frame.index[:10], "height"] = np.nan
+    lik = Columns.infer(frame)
+    model, guide = _model(lik, frame.shape[1])
+    fit = bv.fit(model, guide, frame, epochs=5, lr=1e-2, seed=0)
+    row = evaluate(fit, frame, num_samples=30, elbo_samples=5)
+    per_column = row.attrs["log_px_per_column"]
+    assert set(per_column) == set(frame.columns) and all(np.isfinite(list(per_column.values())))
+    assert per_column["smoker"] <= 0 and per_column["blood"] <= 0  # probabilities, not densities
+    report(fit, frame, tmp_path / "table.html", num_samples=30, ppc_samples=10)
+    text = (tmp_path / "table.md").read_text() if (tmp_path / "table.md").exists() else (tmp_path / "table.html").read_text()
+    assert "Columns" in text and "AB" in text  # level labels, not category codes
