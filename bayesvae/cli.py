@@ -91,7 +91,6 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     import bayesvae as bv
     from bayesvae import plots
     from bayesvae.models.catalog import PriorRequest, build_prior
-    from bayesvae.models.vamp import VampPrior
 
     if args.likelihood not in LIKELIHOODS:
         raise ValueError(f"unknown likelihood {args.likelihood!r}; choose one of {list(LIKELIHOODS)}")
@@ -112,7 +111,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     decoder = prior.make_decoder(outputs, hidden=hidden[::-1], activation=args.activation)
     model = bv.VAE(prior=prior, likelihood=likelihood, decoder=decoder)
     guide = bv.AmortizedGuide(model, hidden=hidden, activation=args.activation, flows=args.flows)
-    if isinstance(prior, VampPrior):  # pseudo-inputs start at training rows (the guide bound its encoder)
+    if callable(getattr(prior, "init_from", None)):  # pseudo-inputs start at training rows (the guide bound its encoder)
         prior.init_from(train.x, seed=args.seed)
     out = Path(args.out)
     bar = tqdm(total=args.epochs, desc="fit", unit="epoch", disable=args.quiet)
@@ -276,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=int, nargs="*", default=[128], help="encoder hidden widths; the decoder mirrors them (default: 128)")
     p.add_argument("--activation", default="relu", help="hidden-layer nonlinearity (default: relu)")
     p.add_argument("--alpha", type=float, default=2.0, help="IBP concentration alpha (default: 2)")
-    p.add_argument("--components", type=int, default=10, help="mixture prior components; VampPrior pseudo-inputs (default: 10)")
+    p.add_argument("--components", type=int, default=10, help="mixture prior components; pseudo-inputs of --prior vamp (default: 10)")
     p.add_argument("--elbo", choices=("trace", "meanfield", "iwae"), default="meanfield", help="Trace_ELBO (Monte Carlo), TraceMeanField_ELBO (analytic KL) or the importance-weighted bound with --num-particles samples (default: meanfield)")
     p.add_argument("--flows", type=int, default=0, help="inverse autoregressive flow maps on the encoder's Gaussian (a richer q(z|x)) (default: 0)")
     p.add_argument("--epochs", type=int, default=50, help="passes over the data (default: 50)")
