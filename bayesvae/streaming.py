@@ -194,7 +194,7 @@ class DiskArray:
         rows: np.ndarray | None = None,
     ) -> None:
         if isinstance(source, DiskArray):
-            rows = source._map(np.arange(len(source))) if rows is None else source._map(np.asarray(rows))
+            rows = source._rows if rows is None else source._map(np.asarray(rows, dtype=np.int64))
             source = source.source
         if not (_is_h5(source) or (isinstance(source, np.ndarray) and _mapping(source) is not None)):
             raise TypeError(
@@ -290,7 +290,8 @@ class DiskArray:
 
     def _read_range(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` of the source (no row map), as an in-memory array."""
-        block = np.array(self.source[start:stop])
+        block = self.source[start:stop]
+        block = np.asarray(block) if _is_h5(self.source) else np.array(block)  # h5py reads a new array
         self._release(stop - start)
         return block.reshape(block.shape[0], -1)
 
@@ -305,8 +306,15 @@ class DiskArray:
             else:
                 block = self.source[uniq] if uniq.size else np.empty((0,) + tuple(self.source.shape[1:]), dtype=self.source.dtype)
             out = np.asarray(block)[inverse]
-        else:
+        elif self._mmap is None:
             out = self.source[src]
+        else:  # in pieces, releasing pages after each, so a large gather stays within budget
+            piece = max(1, CHUNK_BYTES // (self._row_bytes + _FAULT_AROUND))
+            out = np.empty((len(src),) + tuple(self.source.shape[1:]), dtype=self.source.dtype)
+            for start in range(0, len(src), piece):
+                out[start : start + piece] = self.source[src[start : start + piece]]
+                self._release(min(piece, len(src) - start))
+            return out.reshape(len(src), -1)
         self._release(len(src))
         return out.reshape(len(src), -1)
 

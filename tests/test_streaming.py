@@ -162,3 +162,12 @@ def test_the_cli_split_of_a_memory_mapped_file_copies_nothing_and_keeps_the_rows
     assert torch.equal(train.x[:], torch.from_numpy(ref_train.x)) and torch.equal(test.x[:], torch.from_numpy(ref_test.x))
     t, info = as_tensor(test)
     assert isinstance(t, DiskArray) and info.num_data == 10
+
+
+def test_rows_are_gathered_onto_the_device(stored, device):
+    x, path = stored
+    t, _ = as_tensor(np.load(path / "x.npy", mmap_mode="r"), device=device)
+    idx = torch.tensor([3, 1, 4], device=device)
+    got = t[idx]
+    assert isinstance(t, DiskArray) and got.device.type == device and t.device.type == device
+    assert torch.equal(got.cpu(), torch.from_numpy(x)[[3, 1, 4]])
