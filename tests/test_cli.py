@@ -90,7 +90,7 @@ def test_evaluate_and_compare_on_the_held_out_split(tmp_path, capsys):
     assert main(["evaluate", str(full), "--num-samples", "5", "--split", "all"]) == 0
 
 
-@pytest.mark.parametrize("prior", ["gaussian", "ibp", "ibp-weighted", "ard", "two-level", "mixture"])
+@pytest.mark.parametrize("prior", ["gaussian", "ibp", "ibp-weighted", "ard", "two-level", "mixture", "vamp"])
 def test_fit_every_prior_from_the_command_line(prior, tmp_path):
     from bayesvae.cli import PRIORS
 
