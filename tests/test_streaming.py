@@ -171,3 +171,30 @@ def test_rows_are_gathered_onto_the_device(stored, device):
     got = t[idx]
     assert isinstance(t, DiskArray) and got.device.type == device and t.device.type == device
     assert torch.equal(got.cpu(), torch.from_numpy(x)[[3, 1, 4]])
+
+
+def _rss_file() -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith("RssFile:"):
+            return int(line.split()[1]) * 1024
+    raise KeyError("RssFile")
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/status"), reason="needs Linux /proc")
+def test_random_minibatches_keep_the_mapped_pages_within_budget(tmp_path):
+    # 128 MiB on disk (written: the holes of a sparse file are never mapped), 1024-row random minibatches over all of it: without the
+    # page releases every page would end up resident (the kernel maps 64 KiB around each
+    # faulting row), with them at most about CHUNK_BYTES (32 MiB) stay mapped at a time
+    n, d = 2**17, 256
+    written = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32, shape=(n, d))
+    written[:] = 1.0
+    written.flush()
+    del written
+    before = _rss_file()
+    x, _ = as_tensor(tmp_path / "x.npy")  # the validation pass reads every page too
+    gen = torch.Generator().manual_seed(0)
+    peak = _rss_file() - before
+    for _ in range(64):
+        x[torch.randint(0, n, (1024,), generator=gen)]
+        peak = max(peak, _rss_file() - before)
+    assert peak < 2 * streaming.CHUNK_BYTES + 8 * 2**20, f"{peak / 2**20:.0f} MiB of the 128 MiB file stayed mapped"
