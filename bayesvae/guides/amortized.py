@@ -98,6 +98,10 @@ class AmortizedGuide(nn.Module):
         if not isinstance(missing, bool):
             raise TypeError(f"missing must be True, False or None, got {type(missing).__name__}")
         self.missing = missing
+        # a table's count columns reach the encoder as log1p (held by reference: the
+        # likelihood's module belongs to the model)
+        features = getattr(model.likelihood, "encoder_features", None)
+        self.__dict__["_features"] = features if callable(features) else None
         inputs = 2 * model.data_dim if missing else model.data_dim
         if hidden:
             self.trunk: nn.Module = nn.Sequential(
@@ -152,7 +156,11 @@ class AmortizedGuide(nn.Module):
         return values
 
     def _input(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """The trunk's input: ``x``, or ``[x * m, m]`` for a guide of incomplete rows."""
+        """The trunk's input: ``x``, or ``[x * m, m]`` for a guide of incomplete rows (count
+        columns of a table as ``log1p``, see :meth:`~bayesvae.models.Columns.encoder_features`)."""
+        features = self.__dict__.get("_features")
+        if features is not None:
+            x = features(x)
         if not self.missing:
             return x
         m = x.new_ones(x.shape) if mask is None else mask.to(x.dtype)

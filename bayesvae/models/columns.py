@@ -103,6 +103,21 @@ class Columns(Likelihood):
         if schema is not None and len(schema) != self.data_dim:
             raise ValueError(f"the schema has {len(schema)} columns but the blocks cover {self.data_dim}")
         self.schema = schema
+        counts = torch.zeros(self.data_dim, dtype=torch.bool)
+        for lik, cols in blocks:
+            if isinstance(lik, (Poisson, NegativeBinomial)):
+                counts[list(cols)] = True
+        self.register_buffer("_counts", counts, persistent=False)
+
+    def encoder_features(self, x: torch.Tensor) -> torch.Tensor:
+        r"""What an encoder should read: count columns as :math:`\log(1 + x)`, others as they are.
+
+        Raw counts (thousands of grams, visits) would saturate or overflow an encoder's first
+        layer; the likelihood still scores the counts themselves.
+        """
+        if not bool(self._counts.any()):
+            return x
+        return torch.where(self._counts, torch.log1p(x.clamp_min(0)), x)
 
     @classmethod
     def from_schema(cls, schema: Schema) -> Columns:
