@@ -49,7 +49,7 @@ from pyro.poutine.util import site_is_subsample
 
 from bayesvae.convention import DATA_PLATE, Batch, Call
 
-__all__ = ["ScalePlan", "UseRows", "ScalePlate", "verify_scales", "planned"]
+__all__ = ["ScalePlan", "UseRows", "ScalePlate", "use_rows", "verify_scales", "planned"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class ScalePlan:
         """Effect handlers for :class:`~bayesvae.convention.Call` that carry out the plan."""
         out: list[Callable] = []
         if self.force_rows:
-            out.append(_use_rows)
+            out.append(use_rows)
         if self.rescale:
             out.append(_scale_plate(self.plate))
         return tuple(out)
@@ -124,7 +124,8 @@ class ScalePlan:
             )
 
 
-def _use_rows(fn, x, kwargs):
+def use_rows(fn, x, kwargs):
+    """A :class:`~bayesvae.convention.Call` wrapper: :class:`UseRows` with the call's ``index``."""
     index, n = kwargs.get("index"), kwargs.get("num_data")
     if index is None or n is None:
         return fn

@@ -20,6 +20,7 @@ from pyro import poutine
 from pyro.poutine.trace_struct import Trace
 
 from bayesvae.convention import DATA_PLATE, Call, Rows
+from bayesvae.scaling import use_rows
 from bayesvae.scoring.inputs import as_rows
 from bayesvae.scoring.modes import evaluation_mode, seeded
 from bayesvae.scoring.records import GlobalDraw, ImportanceChunk
@@ -35,6 +36,10 @@ from bayesvae.scoring.sites import (
 __all__ = ["TraceScorer", "scoring_session"]
 
 logger = logging.getLogger(__name__)
+
+
+def _own_wrappers(fn: Any) -> tuple:
+    return fn.wrappers if isinstance(fn, Call) else ()
 
 
 class TraceScorer:
@@ -85,8 +90,9 @@ class TraceScorer:
         data_plate: str = DATA_PLATE,
     ) -> None:
         self.rows = as_rows(data, covariates)
-        self.model = Call(model)
-        self.guide = Call(guide)
+        # a plate that would draw its own subsample (subsample_size=) scores the given rows
+        self.model = Call(model).with_wrappers(*_own_wrappers(model), use_rows)
+        self.guide = Call(guide).with_wrappers(*_own_wrappers(guide), use_rows)
         self.x = self.rows.x
         self.num_data = self.rows.num_data
         self.data_plate = data_plate
