@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayesvae.evaluation.summary import METRICS, evaluate_row
+from bayesvae.evaluation.summary import METRICS, evaluate_row, per_column_log_likelihood
 
 __all__ = ["compare", "COLUMNS", "to_markdown", "to_html"]
 
@@ -95,7 +95,9 @@ def compare(
         Indexed by model name (``frame.index.name == "model"``), sorted best first, with
         the columns ``rank``, ``log_px``, ``log_px_se``, ``d_log_px``, ``d_se`` and the rest
         of :data:`~bayesvae.evaluation.METRICS` (see also :data:`COLUMNS`).
-        ``frame.attrs["log_px_per_point"]`` maps each name to its per-point values.
+        ``frame.attrs["log_px_per_point"]`` maps each name to its per-point values; for
+        table models scored on a DataFrame, ``frame.attrs["log_px_per_column"]`` is a
+        DataFrame of each column's held-out log-likelihood share (rows) by model (columns).
         Render with :func:`to_markdown` or :func:`to_html`.
 
     Raises
@@ -153,6 +155,9 @@ def compare(
     ]
     frame = pd.DataFrame([rows[k] for k in order], index=pd.Index(order, name="model"), columns=columns)
     frame.attrs["log_px_per_point"] = {k: per_point[k] for k in order}
+    per_column = {k: c for k in order if (c := per_column_log_likelihood(fits[k], x, seed=seed)) is not None}
+    if per_column:  # table models on a DataFrame: each column's share, one column per model
+        frame.attrs["log_px_per_column"] = pd.DataFrame(per_column)
     return frame
 
 

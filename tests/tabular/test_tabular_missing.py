@@ -514,6 +514,11 @@ def test_evaluate_and_report_work_per_column_on_a_table(tmp_path):
     per_column = row.attrs["log_px_per_column"]
     assert set(per_column) == set(frame.columns) and all(np.isfinite(list(per_column.values())))
     assert per_column["smoker"] <= 0 and per_column["blood"] <= 0  # probabilities, not densities
+    from bayesvae.compare import compare
+
+    table = compare({"a": fit, "b": fit}, frame, num_samples=30, elbo_samples=5, gaps=False)
+    assert list(table.attrs["log_px_per_column"].columns) == ["a", "b"]
+    assert set(table.attrs["log_px_per_column"].index) == set(frame.columns)
     report(fit, frame, tmp_path / "table.html", num_samples=30, ppc_samples=10)
     text = (tmp_path / "table.md").read_text() if (tmp_path / "table.md").exists() else (tmp_path / "table.html").read_text()
     assert "Columns" in text and "AB" in text  # level labels, not category codes
