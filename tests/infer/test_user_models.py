@@ -143,6 +143,12 @@ def test_load_restores_the_networks_of_hand_written_functions(digits, tmp_path):
     assert bv.evaluate_elbo(fresh.model, fresh.guide, digits, seed=3) < before - 5
     loaded = bv.load(tmp_path / "run", model=fresh.model, guide=fresh.guide)
     assert bv.evaluate_elbo(loaded.model, loaded.guide, digits, seed=3) == before
+    from bayesvae.evaluation import log_marginal_likelihood
+
+    held_out = digits[1500:]
+    a = log_marginal_likelihood(result, held_out, num_samples=50, seed=4)
+    b = log_marginal_likelihood(loaded, held_out, num_samples=50, seed=4)
+    assert torch.equal(a.per_point, b.per_point)
     for a, b in zip(vae.parameters(), fresh.parameters()):
         assert torch.equal(a, b)
 
