@@ -20,7 +20,7 @@ Minibatch scaling is *read from traces*, never inferred from a signature: see
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,14 +123,27 @@ class Rows:
         )
         return Rows(x=x, info=info, covariates={k: v[index] for k, v in self.covariates.items()})
 
-    def chunks(self, size: int) -> list[Batch]:
-        """Consecutive minibatches of at most ``size`` rows, each scaled to ``N``."""
-        n = self.num_data
-        out = []
-        for start in range(0, n, size):
-            idx = torch.arange(start, min(start + size, n), device=self.x.device)
-            out.append(self.batch(idx))
-        return out
+    def chunks(self, size: int) -> Sequence[Batch]:
+        """Consecutive minibatches of at most ``size`` rows, each scaled to ``N`` (each
+        gathered when it is accessed, so data on disk are read one chunk at a time)."""
+        return _Chunks(self, size)
+
+
+class _Chunks(Sequence):
+    """The consecutive row blocks of a :class:`Rows`, each gathered on access."""
+
+    def __init__(self, rows: Rows, size: int) -> None:
+        self.rows, self.size, self.starts = rows, size, range(0, rows.num_data, size)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        start = self.starts[i]
+        idx = torch.arange(start, min(start + self.size, self.rows.num_data), device=self.rows.x.device)
+        return self.rows.batch(idx)
 
 
 def _accepted(fn: Callable) -> set[str] | None:
