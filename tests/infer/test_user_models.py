@@ -320,8 +320,8 @@ def test_inference_data_report_and_compare_for_the_tutorial_model(digits, tmp_pa
     assert "meaningless" in idata.attrs["loo_waic"]
     report(result, digits[600:700], tmp_path / "report.html", num_samples=30, ppc_samples=20)
     assert (tmp_path / "report.html").stat().st_size > 10_000
-    table = compare({"tutorial": result, "again": result}, digits[600:660], num_samples=20)
-    assert np.isfinite(table["log_px"]).all() and np.isfinite(table["amortization_gap"]).all()
+    table = compare({"tutorial": result, "again": result}, digits[600:660], num_samples=20, gaps=False)
+    assert np.isfinite(table["log_px"]).all()  # its gaps: tests/evaluation/test_eval_gaps.py
 
 
 def test_two_observed_sites_each_get_their_log_likelihood(digits):
