@@ -112,7 +112,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     model = bv.VAE(prior=prior, likelihood=likelihood, decoder=decoder)
     guide = bv.AmortizedGuide(model, hidden=hidden, activation=args.activation, flows=args.flows)
     if callable(getattr(prior, "init_from", None)):  # pseudo-inputs start at training rows (the guide bound its encoder)
-        prior.init_from(train.x, seed=args.seed)
+        prior.init_from(train.x[:] if hasattr(train.x, "to_tensor") else train.x, seed=args.seed)  # a lazy split's rows are read here
     out = Path(args.out)
     bar = tqdm(total=args.epochs, desc="fit", unit="epoch", disable=args.quiet)
 
