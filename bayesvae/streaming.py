@@ -283,7 +283,7 @@ class DiskArray:
         n = len(self)
         if idx.size and (idx.min() < -n or idx.max() >= n):
             raise IndexError(f"row index out of range for {n} rows: [{idx.min()}, {idx.max()}]")
-        return np.where(idx < 0, idx + n, idx)
+        return np.where(idx < 0, idx + n, idx) if idx.size and idx.min() < 0 else idx
 
     def _map(self, idx: np.ndarray) -> np.ndarray:
         return idx if self._rows is None else self._rows[idx]

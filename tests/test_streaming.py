@@ -26,9 +26,9 @@ def _model(d, seed=0):
     return model, bv.AmortizedGuide(model, hidden=(8,))
 
 
-def _fit(data, d):
+def _fit(data, d, jit=False):
     model, guide = _model(d)
-    return bv.fit(model, guide, data, epochs=2, batch_size=64, lr=1e-2, seed=3, jit=False)
+    return bv.fit(model, guide, data, epochs=2, batch_size=64, lr=1e-2, seed=3, jit=jit)
 
 
 def _params(result):
@@ -58,12 +58,13 @@ def test_disk_array_gathers_the_same_rows(stored):
                 arr[torch.tensor([300])]
 
 
-@pytest.mark.parametrize("kind", ["memmap", "npy-path", "h5py", "h5-path"])
+@pytest.mark.parametrize("kind", ["memmap", "npy-path", "h5py", "h5-path", "memmap-traced"])
 def test_disk_data_fit_to_exactly_the_in_memory_parameters(stored, kind):
     x, path = stored
-    expected = _params(_fit(x, x.shape[1]))
+    jit = None if kind == "memmap-traced" else False  # None: the default traced step
+    expected = _params(_fit(x, x.shape[1], jit))
     handle = None
-    if kind == "memmap":
+    if kind in ("memmap", "memmap-traced"):
         data = np.load(path / "x.npy", mmap_mode="r")
     elif kind == "npy-path":
         data = str(path / "x.npy")
@@ -74,7 +75,7 @@ def test_disk_data_fit_to_exactly_the_in_memory_parameters(stored, kind):
         data = path / "x.h5"
     x_t, info = as_tensor(data)
     assert isinstance(x_t, DiskArray) and info.num_data == 300
-    got = _params(_fit(data, x.shape[1]))
+    got = _params(_fit(data, x.shape[1], jit))
     assert got.keys() == expected.keys()
     for key in expected:
         assert torch.equal(got[key], expected[key]), key
