@@ -23,10 +23,12 @@ for no gain on a local file.
 
 .. warning::
    Random minibatches read each row where it lies. For a memory-mapped ``.npy`` that is one
-   page fault per row. For HDF5 a row is read through its *chunk*: store the data
-   uncompressed (or contiguous) with chunks of a few rows, e.g.
-   ``f.create_dataset("x", data=..., chunks=(16, d))``; a chunk of 10 000 compressed rows
-   would be read and decompressed for every row a minibatch takes from it.
+   page fault per row (about 1.4 ms for 1024 rows of 1 KiB). An HDF5 dataset stored
+   contiguously and uncompressed (h5py's default without ``chunks=`` or compression) is
+   memory-mapped the same way. A chunked one is read through h5py, row list by row list
+   (about 75 ms for 1024 random rows in chunks of 16 rows), and a row costs its whole
+   *chunk*: a chunk of 10 000 compressed rows is read and decompressed for every row a
+   minibatch takes from it. Store large training sets contiguous, or in chunks of few rows.
 
 Pages of a memory map that have been read stay resident (and counted in the process's
 resident set) until the kernel needs the memory; :class:`DiskArray` tells the kernel to drop
@@ -154,6 +156,17 @@ def open_array(path: str | os.PathLike[str], dataset: str | None = None) -> Any:
     return handle[dataset]
 
 
+def _contiguous_h5_as_memmap(source: Any) -> Any:
+    """An HDF5 dataset stored contiguously and uncompressed as a memory map of its bytes
+    (random rows at memory-map speed); anything else unchanged."""
+    if not _is_h5(source) or source.chunks is not None or source.compression is not None or source.external:
+        return source
+    offset = source.id.get_offset()
+    if offset is None or source.dtype.kind not in "biuf" or source.size == 0:
+        return source
+    return np.memmap(source.file.filename, dtype=source.dtype, mode="r", offset=offset, shape=source.shape)
+
+
 class DiskArray:
     """A ``(N, d)`` data set on disk that reads the rows it is indexed with.
 
@@ -196,6 +209,7 @@ class DiskArray:
         if isinstance(source, DiskArray):
             rows = source._rows if rows is None else source._map(np.asarray(rows, dtype=np.int64))
             source = source.source
+        source = _contiguous_h5_as_memmap(source)
         if not (_is_h5(source) or (isinstance(source, np.ndarray) and _mapping(source) is not None)):
             raise TypeError(
                 f"DiskArray reads a memory-mapped numpy array or an h5py.Dataset, got {type(source).__name__}; load .npy files with np.load(path, mmap_mode='r')"

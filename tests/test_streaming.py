@@ -41,6 +41,7 @@ def stored(tmp_path):
     np.save(tmp_path / "x.npy", x)
     with h5py.File(tmp_path / "x.h5", "w") as f:
         f.create_dataset("x", data=x, chunks=(16, x.shape[1]))
+        f.create_dataset("flat", data=x)  # contiguous: memory-mapped
     return x, tmp_path
 
 
@@ -49,7 +50,8 @@ def test_disk_array_gathers_the_same_rows(stored):
     mm = np.load(path / "x.npy", mmap_mode="r")
     idx = torch.tensor([5, 0, 299, 5, -1])
     with h5py.File(path / "x.h5", "r") as f:
-        for arr in (DiskArray(mm), DiskArray(f["x"])):
+        assert isinstance(DiskArray(f["flat"]).source, np.memmap) and not isinstance(DiskArray(f["x"]).source, np.memmap)
+        for arr in (DiskArray(mm), DiskArray(f["x"]), DiskArray(f["flat"])):
             assert arr.shape == (300, 6) and len(arr) == 300 and arr.dtype == torch.float32
             assert torch.equal(arr[idx], torch.from_numpy(x)[idx])
             assert torch.equal(arr[10:20], torch.from_numpy(x[10:20]))
@@ -58,7 +60,7 @@ def test_disk_array_gathers_the_same_rows(stored):
                 arr[torch.tensor([300])]
 
 
-@pytest.mark.parametrize("kind", ["memmap", "npy-path", "h5py", "h5-path", "memmap-traced"])
+@pytest.mark.parametrize("kind", ["memmap", "npy-path", "h5py", "h5-contiguous", "h5-path", "memmap-traced"])
 def test_disk_data_fit_to_exactly_the_in_memory_parameters(stored, kind):
     x, path = stored
     jit = None if kind == "memmap-traced" else False  # None: the default traced step
@@ -68,11 +70,11 @@ def test_disk_data_fit_to_exactly_the_in_memory_parameters(stored, kind):
         data = np.load(path / "x.npy", mmap_mode="r")
     elif kind == "npy-path":
         data = str(path / "x.npy")
-    elif kind == "h5py":
+    elif kind in ("h5py", "h5-contiguous"):
         handle = h5py.File(path / "x.h5", "r")
-        data = handle["x"]
+        data = handle["x" if kind == "h5py" else "flat"]
     else:
-        data = path / "x.h5"
+        data = f"{path / 'x.h5'}:x"
     x_t, info = as_tensor(data)
     assert isinstance(x_t, DiskArray) and info.num_data == 300
     got = _params(_fit(data, x.shape[1], jit))
