@@ -140,10 +140,14 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             resume=args.resume,
             overwrite=args.overwrite,
             jit=False if args.no_jit else None,
+            distributed=args.distributed,
+            distributed_timeout=args.distributed_timeout,
             callback=progress,
         )
     finally:
         bar.close()
+    if args.distributed and _rank() != 0:
+        return 0  # rank 0 wrote the checkpoint; it writes the run's other files too
     # fit's checkpoint already holds the final epoch (with optimizer and RNG state for --resume)
     (out / "cli.json").write_text(json.dumps({"data": args.data, "binarize": args.binarize, "validation_fraction": args.validation_fraction, "seed": args.seed, "likelihood": args.likelihood}, indent=2))
     for name, fig in (
@@ -286,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/fit", help="output directory (default: runs/fit)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing fit in --out (otherwise refused)")
+    p.add_argument("--distributed", action="store_true", help="data-parallel over the processes of a torchrun launch (torchrun --nproc_per_node=P -m bayesvae fit --distributed ...)")
+    p.add_argument("--distributed-timeout", type=float, default=300.0, metavar="SECONDS", help="seconds a process waits for the others before failing with an error naming the unresponsive rank (default: 300)")
     p.add_argument("--no-jit", action="store_true", help="run every training step eagerly through Pyro's effect handlers instead of replaying a traced step (same numbers, slower)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_fit)
@@ -309,6 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", default=None, help="report title")
     p.set_defaults(func=_cmd_report)
     return parser
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -186,3 +186,11 @@ def test_fit_refuses_to_replace_an_existing_run_without_overwrite(tmp_path, caps
     (tmp_path / "afile").write_text("x")
     assert main([*args[:-3], "--out", str(tmp_path / "afile"), "--quiet"]) == 2
     assert "is an existing file" in capsys.readouterr().err
+
+
+def test_fit_takes_distributed_settings():
+    from bayesvae.cli import build_parser
+
+    args = build_parser().parse_args(["fit", "--data", "digits", "--distributed", "--distributed-timeout", "20"])
+    assert args.distributed and args.distributed_timeout == 20.0
+    assert build_parser().parse_args(["fit", "--data", "digits"]).distributed_timeout == 300.0
