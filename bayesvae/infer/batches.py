@@ -55,8 +55,6 @@ def training_rows(
         data, groups, categories = group_column(data, column, None, "data")
         if validation is not None and validation_groups is None:
             validation, validation_groups, _ = group_column(validation, column, categories, "validation data")
-    if missing is None:  # a DataFrame's missing cells are modelled; elsewhere NaN is an error
-        missing = "model" if isinstance(data, pd.DataFrame) and bool(data.isna().any().any()) else "error"
     rows = prepare_rows(model, guide, data, groups=groups, covariates=covariates, device=device, dtype=dtype, missing=missing, support=not dynamic_binarization)
     if dynamic_binarization:
         if not all(bool(((x >= 0) & (x <= 1)).all()) for x in iter_chunks(rows.x)):  # a DiskArray chunk by chunk
@@ -74,7 +72,8 @@ def training_rows(
             name="validation data",
             device=device,
             dtype=dtype,
-            missing="model" if missing == "model" or (isinstance(validation, pd.DataFrame) and bool(validation.isna().any().any())) else "error",
+            # None: prepare_rows models a DataFrame's missing cells and refuses NaN elsewhere
+            missing="model" if missing == "model" else None,
         )
     return rows, vrows
 

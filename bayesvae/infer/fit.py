@@ -311,23 +311,25 @@ def fit(
     with lock:
         for epoch in range(len(run.history), epochs):
             epoch_lr = lr_at(lr, epoch)
-            t0 = run.epoch_loop_start()
+            if run.state is not None:
+                _set_lr(run, epoch_lr)
+            t0 = run.begin_epoch()
             total, covered, skipped0 = torch.zeros((), device=dev), 0.0, run.state.skipped if run.state else 0
             with pyro.validation_enabled(False):
                 for batch, share in minibatches(rows, bsz, run.order, replicas, dynamic_binarization=dynamic_binarization):
-                    weight = _kl_at(kl_weight, epoch, (run.state.steps if run.state else 0))
-                    if hasattr(objective, "kl_weight"):
+                    weight = 1.0 if kl_weight is None else _kl_at(kl_weight, epoch, run.state.steps if run.state else 0)
+                    if kl_weight is not None and hasattr(objective, "kl_weight"):
                         objective.kl_weight = weight
                     if run.state is None:
                         objective = _start(run, objective, batch, elbo=elbo, num_particles=num_particles, gradient=gradient, lr=epoch_lr, jit=bool(use_jit), on_nonfinite=on_nonfinite, max_skips=max_skips)
-                    for group in run.state.optimizer.param_groups:
-                        group["lr"], group["eps"] = epoch_lr, config.adam_eps
+                        _set_lr(run, epoch_lr)
+                    skipped = run.state.skipped
                     try:
                         full = batch.size == bsz // replicas.world
                         run.state, loss = step(run.state, batch, compiled=full and weight == 1.0)
                     except NonFiniteStep as exc:
                         _diverge(run, f"{exc}; training stopped and the last finite parameters were kept (err.result). Try a smaller lr, clip_norm=, or check the data scale.")
-                    if torch.isfinite(loss):  # share-weighted: a partition of the rows
+                    if run.state.skipped == skipped:  # share-weighted: a partition of the rows
                         total += loss * share
                         covered += share
             run.elapsed += time.perf_counter() - t0
@@ -377,6 +379,11 @@ def _start(run: Run, objective: Any, batch: Any, *, elbo, num_particles, gradien
         run.state = init_state(model, guide, objective, batch, plan=run.state.plan, **init)
     run.config = dataclasses.replace(run.config, data_plate=plate, rescaled=run.state.plan.rescale)
     return objective
+
+
+def _set_lr(run: Run, lr: float) -> None:
+    for group in run.state.optimizer.param_groups:
+        group["lr"], group["eps"] = lr, run.config.adam_eps
 
 
 def _record(run: Run, epoch: int, total: torch.Tensor, covered: float, lr: float, weight: float | None, skipped0: int | None) -> dict[str, float]:

@@ -45,7 +45,7 @@ from torch import nn
 
 from bayesvae import _registry
 from bayesvae.data import DataInfo, resolve_device
-from bayesvae.infer.params import ParamSet, constraint_name, owned_modules
+from bayesvae.infer.params import ParamSet, constraint_name, owned_modules, owner_module
 from bayesvae.infer.result import FitConfig, FitResult, history_frame
 
 __all__ = [
@@ -159,29 +159,25 @@ def _digest(t: torch.Tensor) -> str:
     return h.hexdigest()
 
 
+def _prefixed_modules(model: Any, guide: Any) -> list[tuple[str, nn.Module]]:
+    """``("model.", module)`` and ``("guide.", module)`` for the modules behind model and guide;
+    a guide that is a method of the model's module is saved (and restored) once, as the model."""
+    out: list[tuple[str, nn.Module]] = []
+    for prefix, part in (("model.", model), ("guide.", guide)):
+        m = owner_module(part)
+        if m is not None and all(m is not other for _, other in out):
+            out.append((prefix, m))
+    return out
+
+
 def module_state(model: Any, guide: Any) -> dict[str, torch.Tensor]:
     """The state dicts of the modules behind model and guide, prefixed ``model.``/``guide.``."""
-    out: dict[str, torch.Tensor] = {}
-    mods = owned_modules(model, guide)
-    for prefix, part in (("model.", model), ("guide.", guide)):
-        from bayesvae.infer.params import owner_module
-
-        m = owner_module(part)
-        if m is None or (prefix == "guide." and len(mods) == 1 and owner_module(model) is m):
-            continue  # a guide that is a method of the model's module is saved once
-        out.update({prefix + k: v for k, v in m.state_dict().items()})
-    return out
+    return {prefix + k: v for prefix, m in _prefixed_modules(model, guide) for k, v in m.state_dict().items()}
 
 
 def restore_modules(model: Any, guide: Any, state: dict[str, torch.Tensor]) -> None:
     """Load ``model.``/``guide.`` prefixed weights into the modules behind model and guide."""
-    from bayesvae.infer.params import owner_module
-
-    mods = owned_modules(model, guide)
-    for prefix, part in (("model.", model), ("guide.", guide)):
-        m = owner_module(part)
-        if m is None or (prefix == "guide." and len(mods) == 1 and owner_module(model) is m):
-            continue
+    for prefix, m in _prefixed_modules(model, guide):
         sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         try:
             m.load_state_dict(sub, strict=True)

@@ -137,7 +137,7 @@ class CompiledLoss:
         example = (batch.x, batch.index, *(batch.covariates[k] for k in cov), *self.params)
         # Replaying the same RNG stream: tracing runs the step once, so draw from a forked
         # generator state to leave the caller's stream as if tracing had not happened.
-        with warnings.catch_warnings(), _fork(batch.x.device):
+        with warnings.catch_warnings(), fork_rng_of(batch.x.device):
             warnings.simplefilter("ignore")
             return torch.jit.trace(step, example, check_trace=False)
 
@@ -152,7 +152,7 @@ class CompiledLoss:
             grads = torch.autograd.grad(first, self.params, allow_unused=True)
             return first.detach(), [None if g is None else g.detach() for g in grads]
 
-        with _fork(batch.x.device):
+        with fork_rng_of(batch.x.device):
             with torch.jit.optimized_execution(False):
                 traced = run(lambda: fn(batch.x, batch.index, *(batch.covariates[k] for k in cov), *self.params))
             eager = run(lambda: self.loss(batch))
@@ -164,5 +164,6 @@ class CompiledLoss:
         return True
 
 
-def _fork(device: torch.device):
+def fork_rng_of(device: torch.device):
+    """Fork torch's generator (and the device's, for CUDA): draws inside leave the caller's stream alone."""
     return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])

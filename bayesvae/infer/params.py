@@ -100,10 +100,6 @@ class ParamSet:
     def __len__(self) -> int:
         return len(self.unconstrained)
 
-    def messenger(self) -> OwnParams:
-        """An effect handler that answers every ``param`` statement from this set."""
-        return OwnParams(self)
-
     def wrapper(self) -> Callable:
         """A :class:`~bayesvae.convention.Call` wrapper entering :meth:`messenger` around a call."""
 

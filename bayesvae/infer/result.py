@@ -111,7 +111,6 @@ class FitResult:
     params: dict[str, torch.Tensor] = field(default_factory=dict)
     convergence: dict[str, Any] = field(default_factory=dict)
     param_set: ParamSet | None = field(default=None, repr=False, compare=False)
-    encoder: Any = field(default=None, repr=False, compare=False)
 
     @property
     def elapsed(self) -> float:

@@ -8,7 +8,6 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bayesvae.convention import Batch, Call, Rows
+from bayesvae.convention import Call, Rows
 from bayesvae.infer.distributed import Replicas
 from bayesvae.infer.io import FIT_FILE, PREVIOUS_FILE, read_checkpoint, restore_modules, write_fit
 from bayesvae.infer.params import ParamSet, Scoped, owned_modules
@@ -215,7 +214,8 @@ class Run:
                 raise ValueError("cannot resume a distributed fit from this checkpoint: it holds no sampling stream for this process (written by a single process or another number of processes)")
             torch.set_rng_state(own)
 
-    def epoch_loop_start(self) -> float:
+    def begin_epoch(self) -> float:
+        """Snapshot the verified state (what a divergence restores); returns the start time."""
         self.good = self.snapshot()
         return time.perf_counter()
 
@@ -244,8 +244,3 @@ def package_built(part: Any) -> bool:
     if not isinstance(part, nn.Module):
         return False
     return all(type(m).__module__.split(".")[0] in ("bayesvae", "torch", "pyro") for m in part.modules())
-
-
-def batch_on(step_fn: Callable, state: TrainState, batch: Batch, compiled: bool) -> tuple[TrainState, torch.Tensor]:
-    """Run one step (kept separate so a profiler attributes time to it)."""
-    return step_fn(state, batch, compiled=compiled)

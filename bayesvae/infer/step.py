@@ -24,7 +24,6 @@ counting the skips, until ``max_skips`` consecutive skips.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -37,7 +36,7 @@ from torch import nn
 
 from bayesvae.convention import Batch, Call
 from bayesvae.infer.distributed import Replicas
-from bayesvae.infer.jit import CompiledLoss
+from bayesvae.infer.jit import CompiledLoss, fork_rng_of
 from bayesvae.infer.params import ParamSet, owned_modules
 from bayesvae.scaling import ScalePlan, verify_scales
 
@@ -130,10 +129,6 @@ def all_finite(tensors: Any) -> bool:
     return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
 
 
-def _fork(device: torch.device):
-    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
-
-
 def init_state(
     model: Callable,
     guide: Callable,
@@ -171,7 +166,7 @@ def init_state(
     replicas = replicas or Replicas(False, first.x.device)
     own = () if param_set is None else (param_set.wrapper(),)
     base_model, base_guide = Call(model).with_wrappers(*own), Call(guide).with_wrappers(*own)
-    with _fork(first.x.device), pyro.validation_enabled(True):
+    with fork_rng_of(first.x.device), pyro.validation_enabled(True):
         if plan is None:
             plan = verify_scales(base_model, base_guide, first)
         model_call = Call(model).with_wrappers(*own, *plan.wrappers())
@@ -267,10 +262,3 @@ def step(state: TrainState, batch: Batch, *, compiled: bool = True) -> tuple[Tra
         nn.utils.clip_grad_norm_(state.params, state.clip_norm)
     opt.step()
     return dataclasses.replace(state, steps=state.steps + 1, consecutive_skips=0), report
-
-
-@contextlib.contextmanager
-def no_validation():
-    """Pyro's validation off (data were validated once at the boundary)."""
-    with pyro.validation_enabled(False):
-        yield
