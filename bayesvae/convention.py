@@ -190,10 +190,6 @@ class Call:
             kwargs = {k: v for k, v in kwargs.items() if k in self.accepts}
         return fn(x, **kwargs)
 
-    def on(self, batch: Batch):
-        """Call on a :class:`Batch`."""
-        return self(batch.x, **batch.kwargs())
-
 
 def check_data(model: Any, x: torch.Tensor, info: DataInfo, name: str, *, support: bool = True) -> None:
     """Validate data against a model: its width and (unless ``support=False``) its likelihood's support."""

@@ -49,7 +49,7 @@ from pyro.poutine.util import site_is_subsample
 
 from bayesvae.convention import DATA_PLATE, Batch, Call
 
-__all__ = ["ScalePlan", "UseRows", "ScalePlate", "use_rows", "verify_scales", "planned"]
+__all__ = ["ScalePlan", "UseRows", "ScalePlate", "use_rows", "verify_scales"]
 
 logger = logging.getLogger(__name__)
 
@@ -141,11 +141,6 @@ def _scale_plate(plate: str):
         return ScalePlate(plate, n / b)(fn)
 
     return wrap
-
-
-def planned(fn: Callable, plan: ScalePlan) -> Call:
-    """``fn`` as a :class:`~bayesvae.convention.Call` that applies ``plan`` on every call."""
-    return Call(fn).with_wrappers(*plan.wrappers())
 
 
 def _scale_of(site: dict[str, Any]) -> float:

@@ -192,12 +192,6 @@ class ParamSet:
         self.unconstrained[name] = unconstrained
         self.constraints[name] = constraint
 
-    def to(self, device: torch.device) -> None:
-        """Move the non-module tensors to ``device`` (modules are moved by their owner)."""
-        for name, u in list(self.unconstrained.items()):
-            if name not in self.module_sites and u.device != device:
-                self.unconstrained[name] = u.detach().to(device).requires_grad_(u.requires_grad)
-
 
 class OwnParams(Messenger):
     """Answer ``pyro.param`` statements from a :class:`ParamSet` instead of the global store."""
