@@ -456,14 +456,21 @@ class TorchVAE(nn.Module):
 class TorchTrainer:
     """A hand-written training loop: its own minibatch order, noise and binarization streams."""
 
-    def __init__(self, proto: Protocol, data: Data, device: torch.device, schedule: Callable[[int], float]) -> None:
+    def __init__(self, proto: Protocol, data: Data, device: torch.device, schedule: Callable[[int], float], *, adam: str = "fused") -> None:
         self.proto, self.data, self.device, self.schedule = proto, data, device, schedule
+        self.adam = adam
         init = torch.Generator().manual_seed(proto.torch_seed)
         with torch.random.fork_rng(devices=[]):  # initialize from our own seed, not the global stream
             torch.set_rng_state(init.get_state())
             self.net = TorchVAE(data.out_bias.cpu()).to(device)
         eps = {} if proto.adam_eps is None else {"eps": proto.adam_eps}
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=schedule(0), **eps)
+        if adam == "fused":  # torch's fused kernel, the implementation bayesvae.fit uses where it exists
+            try:
+                self.opt = torch.optim.Adam(self.net.parameters(), lr=schedule(0), fused=True, **eps)
+            except RuntimeError:
+                self.adam = "default"
+        if self.adam == "default":  # what a hand-written loop gets from torch.optim.Adam(params)
+            self.opt = torch.optim.Adam(self.net.parameters(), lr=schedule(0), **eps)
         self.order = torch.Generator().manual_seed(proto.torch_seed)
         self.noise = torch.Generator(device=device).manual_seed(proto.torch_seed + 1)
         self.times: list[float] = []
@@ -633,6 +640,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--torch-seed", type=int, default=None, help="training seed of the PyTorch side (default: --seed); rerun with another to see seed-to-seed spread")
     p.add_argument("--test-binarization-seed", type=int, default=0, help="dynamic MNIST: seed of the one binarization of the test set")
     p.add_argument("--impl", choices=["bayesvae", "torch", "both"], default="both")
+    p.add_argument(
+        "--torch-adam", choices=["fused", "default", "both"], default="both",
+        help="the PyTorch side's Adam: torch's fused kernel (what bayesvae.fit uses where torch has it; the acceptance ratio is"
+        " judged against it), torch.optim.Adam's default implementation, or both (each its own alternated run)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--acceptance", action="store_true", help="the acceptance protocol: static, 150 epochs, b=100, constant lr 1e-3, K=1000 on 1000 test rows, seed 0, both implementations alternated")
@@ -703,26 +715,39 @@ def main(argv=None) -> int:
             print(f"epoch {epoch:5d} {impl:8s} train ELBO {elbo:9.3f}  {seconds:7.3f} s", flush=True)
 
     results: dict[str, dict[str, Any]] = {}
-    trainer = TorchTrainer(proto, data, device, schedules["torch"]) if args.impl in ("torch", "both") else None
+    trainers: dict[str, TorchTrainer] = {}
+    if args.impl in ("torch", "both"):
+        # "torch": the same Adam implementation as bayesvae's (fused where torch has it), so the
+        # ratio measures the package's overhead; "torch-default-adam": torch.optim.Adam's default
+        adams = {"fused": ["fused"], "default": ["default"], "both": ["fused", "default"]}[args.torch_adam]
+        for adam in adams:
+            t = TorchTrainer(proto, data, device, schedules["torch"], adam=adam)
+            trainers["torch" if adam == "fused" or len(adams) == 1 else "torch-default-adam"] = t
+    trainer = trainers.get("torch")
 
     def torch_epoch(e: int) -> None:
-        trainer.epoch(e)
-        log(e + 1, "torch", trainer.elbos[-1], trainer.times[-1])
+        order = list(trainers.items())
+        for name, t in order[e % len(order):] + order[: e % len(order)]:  # rotate who runs first
+            t.epoch(e)
+            log(e + 1, name, t.elbos[-1], t.times[-1])
 
-    bv_times = None
+    bv_times, fit_adam = None, None
     if args.impl in ("bayesvae", "both"):
         fit, bv_times = run_bayesvae(proto, data, device, schedules["bayesvae"], torch_epoch if trainer else None, log)
         ev = evaluate_bayesvae(fit, proto, data)
         results["bayesvae"] = {**ev, "timing": timing_summary(bv_times)}
+        fit_adam = "fused" if getattr(fit.config, "optimizer", "adam") == "adam-fused" else "default"
         calls = getattr(schedules["bayesvae"], "calls", None)
         if calls:
             results["bayesvae"]["schedule_epochs_called"] = [min(calls), max(calls)]
-    elif trainer is not None:
+    elif trainers:
         for e in range(proto.epochs):
             torch_epoch(e)
-    if trainer is not None:
-        ev = trainer.evaluate()
-        results["torch"] = {**ev, "timing": timing_summary(RunTimes(trainer.times, math.ceil(data.train.shape[0] / proto.batch_size), trainer.elbos))}
+    for name, t in trainers.items():
+        ev = t.evaluate()
+        results[name] = {**ev, "adam": t.adam, "timing": timing_summary(RunTimes(t.times, math.ceil(data.train.shape[0] / proto.batch_size), t.elbos))}
+    if fit_adam is not None and "bayesvae" in results:
+        results["bayesvae"]["adam"] = fit_adam
     header["load_after"] = load_average()
     for impl, r in results.items():
         t = r["timing"]
@@ -732,6 +757,14 @@ def main(argv=None) -> int:
             flush=True,
         )
     comparison = compare(results, bv_times, trainer)
+    if comparison and "torch-default-adam" in trainers:
+        other = trainers["torch-default-adam"].times[1:]
+        comparison["ratio_min_default_adam"] = min(bv_times.steady()) / min(other)
+        comparison["ratio_median_default_adam"] = statistics.median(bv_times.steady()) / statistics.median(other)
+        print(
+            "against torch.optim.Adam's default implementation: bayesvae/torch min {ratio_min_default_adam:.3f}, median {ratio_median_default_adam:.3f}".format(**comparison),
+            flush=True,
+        )
     if comparison:
         print(
             "bayesvae - torch: log p(x) {dlogp:+.3f} nats; steady epoch time bayesvae/torch: min {ratio_min:.3f}, median {ratio_median:.3f},"
@@ -838,7 +871,13 @@ def render(runs: list[dict[str, Any]]) -> list[str]:
             lines.append(
                 f"- bayesvae - torch: log p̂(x) {c['dlogp']:+.3f} nats; steady epoch time ratio bayesvae/torch: min {c['ratio_min']:.3f},"
                 f" median {c['ratio_median']:.3f}, median of per-epoch pairs {c['ratio_paired']:.3f}; steps/s bayesvae {c['bv_steps']:.1f}, eager torch {c['torch_steps']:.1f}"
+                + (f" (both with Adam '{run['results']['torch'].get('adam')}')" if run["results"]["torch"].get("adam") else "")
             )
+            if "ratio_min_default_adam" in c:
+                lines.append(
+                    f"- against a PyTorch loop with torch.optim.Adam's default (for-loop) implementation: bayesvae/torch min {c['ratio_min_default_adam']:.3f},"
+                    f" median {c['ratio_median_default_adam']:.3f}"
+                )
         e = run.get("estimator_check")
         if e:
             lines.append(

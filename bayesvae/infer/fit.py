@@ -377,7 +377,8 @@ def _start(run: Run, objective: Any, batch: Any, *, elbo, num_particles, gradien
     if isinstance(elbo, str) and plate is not None and plate != DATA_PLATE:  # a user's plate name
         objective = make_elbo(elbo, num_particles=num_particles, model=model, gradient=gradient, data_plate=plate)
         run.state = init_state(model, guide, objective, batch, plan=run.state.plan, **init)
-    run.config = dataclasses.replace(run.config, data_plate=plate, rescaled=run.state.plan.rescale)
+    fused = bool(run.state.optimizer.param_groups[0].get("fused"))
+    run.config = dataclasses.replace(run.config, data_plate=plate, rescaled=run.state.plan.rescale, optimizer="adam-fused" if fused else "adam")
     return objective
 
 

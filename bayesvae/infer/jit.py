@@ -65,12 +65,22 @@ class CompiledLoss:
         self.check = check
         self.cache: dict[Any, Any] = {}
         self.failed = False
+        self._submodules: list[nn.Module] | None = None
 
     def _buffers_key(self) -> tuple:
+        """The values of the small buffers (a graph bakes in what the model reads as numbers).
+
+        The submodules are listed once (walking them recursively every step costs more than a
+        small network's update); each step reads their buffer dictionaries afresh, so a buffer
+        reassigned or registered on an existing submodule is seen. With no small buffers --
+        most models -- the key is empty and reading it costs no device synchronization.
+        """
+        if self._submodules is None:
+            self._submodules = [sub for m in self.modules for sub in m.modules()]
         values = []
-        for m in self.modules:
-            for b in m.buffers():
-                if b.numel() <= 64:
+        for sub in self._submodules:
+            for b in sub._buffers.values():
+                if b is not None and b.numel() <= 64:
                     values.append(tuple(b.detach().cpu().flatten().tolist()))
         return tuple(values)
 

@@ -38,7 +38,8 @@ class FitConfig:
 
     ``lr`` is the base learning rate; ``lr_schedule`` describes a schedule (``None``:
     constant). ``data_plate`` is the name of the data plate read from the first step's trace,
-    ``rescaled`` whether the package scaled it by ``N / B`` itself.
+    ``rescaled`` whether the package scaled it by ``N / B`` itself. ``optimizer`` is the Adam
+    implementation that ran: ``"adam-fused"`` (torch's fused kernel) or ``"adam"``.
     """
 
     elbo: str = "trace"
@@ -57,6 +58,7 @@ class FitConfig:
     dynamic_binarization: bool = False
     data_plate: str | None = "data"
     rescaled: bool = False
+    optimizer: str = "adam"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
