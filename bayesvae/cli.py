@@ -140,6 +140,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             resume=args.resume,
             overwrite=args.overwrite,
             jit=False if args.no_jit else None,
+            cuda_graphs=args.cuda_graphs,
             distributed=args.distributed,
             distributed_timeout=args.distributed_timeout,
             callback=progress,
@@ -293,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distributed", action="store_true", help="data-parallel over the processes of a torchrun launch (torchrun --nproc_per_node=P -m bayesvae fit --distributed ...)")
     p.add_argument("--distributed-timeout", type=float, default=300.0, metavar="SECONDS", help="seconds a process waits for the others before failing with an error naming the unresponsive rank (default: 300)")
     p.add_argument("--no-jit", action="store_true", help="run every training step eagerly through Pyro's effect handlers instead of replaying a traced step (same numbers, slower)")
+    p.add_argument("--cuda-graphs", action="store_true", help="with --device cuda: capture each full-batch step as one CUDA graph and replay it (fast at small batches; the non-finite check is applied once an epoch)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_fit)
 

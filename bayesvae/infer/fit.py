@@ -18,6 +18,7 @@ from bayesvae._checks import positive_int
 from bayesvae.convention import DATA_PLATE
 from bayesvae.data import resolve_device
 from bayesvae.guides.meanfield import MeanFieldGuide
+from bayesvae.infer import graphs
 from bayesvae.infer.batches import minibatches, training_rows
 from bayesvae.infer.convergence import EarlyStopping, check_convergence
 from bayesvae.infer.distributed import Replicas
@@ -143,6 +144,7 @@ def fit(
     distributed: bool = False,
     distributed_timeout: float | None = 300.0,
     jit: bool | None = None,
+    cuda_graphs: bool = False,
     progress: bool | None = None,
 ) -> FitResult:
     r"""Fit a model and guide by stochastic variational inference.
@@ -253,6 +255,14 @@ def fit(
         (:class:`~bayesvae.infer.jit.CompiledLoss`; same numbers for the same seed).
         ``None``: on for the package's components and, checked against one eager step and
         falling back to eager when they differ, for hand-written functions.
+    cuda_graphs : bool
+        On a CUDA device, capture each full-batch step -- traced loss, backward, on-device
+        non-finite check, fused Adam -- as one CUDA graph and replay it
+        (:mod:`bayesvae.infer.graphs`): no Python and one launch per step, which is what
+        makes small batches fast on a GPU. The non-finite policy is then applied once an
+        epoch (no update that is not finite is applied). Needs a traced loss, one process
+        and kl weight 1; an error names what is missing. Off by default: the capture is
+        tested on CPUs with a stand-in for the graph, and on a GPU only where one was lent.
     progress : bool or None
         A tqdm bar over epochs (``None``: when standard error is a terminal).
 
@@ -279,6 +289,13 @@ def fit(
        arXiv:1810.09538.
     """
     dev = resolve_device(device)
+    if cuda_graphs not in (True, False):
+        raise ValueError(f"cuda_graphs must be True or False, got {cuda_graphs!r}")
+    if cuda_graphs and dev.type not in graphs.GRAPH_DEVICE_TYPES:
+        raise ValueError(f"cuda_graphs=True needs a CUDA device; this fit runs on {dev}")
+    if cuda_graphs and kl_weight is not None:
+        raise ValueError("cuda_graphs=True captures steps at kl weight 1; a kl_weight= schedule changes every step's loss")
+    want_graphs = bool(cuda_graphs)
     config = _config(elbo, epochs, batch_size, lr, num_particles, dev, seed, clip_norm, adam_eps, gradient, kl_weight, on_nonfinite, dynamic_binarization, checkpoint_every)
     ckpt = _checkpoint_path(checkpoint, resume, overwrite)
     rows, vrows = training_rows(model, guide, data, validation, groups=groups, validation_groups=validation_groups, covariates=covariates, validation_covariates=validation_covariates, device=dev, dtype=_dtype_of(model, guide), dynamic_binarization=dynamic_binarization, missing=missing)
@@ -308,13 +325,17 @@ def fit(
     schedules = [sub.anneal for m in owned_modules(model, guide) for sub in m.modules() if callable(getattr(sub, "anneal", None))]
     bar = _progress(progress, len(run.history), epochs)
     lock = checkpoint_lock(ckpt if ckpt.suffix != ".safetensors" else ckpt.parent) if ckpt is not None and replicas.is_main else contextlib.nullcontext()
+    captured: graphs.CapturedStep | None = None
+    eager_full = 0  # full-batch eager steps so far: the warm-up before a capture
+    total = torch.zeros((), device=dev)  # one accumulator, in place: a captured step adds to it too
     with lock:
         for epoch in range(len(run.history), epochs):
             epoch_lr = lr_at(lr, epoch)
             if run.state is not None:
                 _set_lr(run, epoch_lr)
             t0 = run.begin_epoch()
-            total, covered, skipped0 = torch.zeros((), device=dev), 0.0, run.state.skipped if run.state else 0
+            total.zero_()
+            covered, skipped0, full_share = 0.0, run.state.skipped if run.state else 0, 0.0
             with pyro.validation_enabled(False):
                 for batch, share in minibatches(rows, bsz, run.order, replicas, dynamic_binarization=dynamic_binarization):
                     weight = 1.0 if kl_weight is None else _kl_at(kl_weight, epoch, run.state.steps if run.state else 0)
@@ -323,15 +344,31 @@ def fit(
                     if run.state is None:
                         objective = _start(run, objective, batch, elbo=elbo, num_particles=num_particles, gradient=gradient, lr=epoch_lr, jit=bool(use_jit), on_nonfinite=on_nonfinite, max_skips=max_skips)
                         _set_lr(run, epoch_lr)
+                        if want_graphs and (why := graphs.can_capture(run.state, dev)) is not None:
+                            raise ValueError(f"cuda_graphs=True, but the step cannot be captured: {why}")
+                    full = batch.size == bsz // replicas.world
+                    if captured is None and want_graphs and full and eager_full >= graphs.WARMUP_STEPS:
+                        captured = _capture(run)
+                    if captured is not None and full:
+                        loss = captured(batch)  # 0 where the update was skipped; counted at drain
+                        if loss is not None:
+                            total += loss * share
+                            covered += share
+                            full_share = share
+                            continue
+                        captured, want_graphs = None, False  # the capture failed: uncaptured from here on
                     skipped = run.state.skipped
                     try:
-                        full = batch.size == bsz // replicas.world
-                        run.state, loss = step(run.state, batch, compiled=full and weight == 1.0)
+                        with graphs.warmup_stream(dev) if want_graphs and captured is None else contextlib.nullcontext():
+                            run.state, loss = step(run.state, batch, compiled=full and weight == 1.0)
+                        eager_full += full
                     except NonFiniteStep as exc:
                         _diverge(run, f"{exc}; training stopped and the last finite parameters were kept (err.result). Try a smaller lr, clip_norm=, or check the data scale.")
                     if run.state.skipped == skipped:  # share-weighted: a partition of the rows
                         total += loss * share
                         covered += share
+            if captured is not None:
+                covered -= _drain(run, captured, epoch, full_share)
             run.elapsed += time.perf_counter() - t0
             record = _record(run, epoch, total, covered, epoch_lr, weight if kl_weight is not None else None, skipped0 if on_nonfinite == "skip" else None)
             if vrows is not None and replicas.is_main:
@@ -380,6 +417,40 @@ def _start(run: Run, objective: Any, batch: Any, *, elbo, num_particles, gradien
     fused = bool(run.state.optimizer.param_groups[0].get("fused"))
     run.config = dataclasses.replace(run.config, data_plate=plate, rescaled=run.state.plan.rescale, optimizer="adam-fused" if fused else "adam")
     return objective
+
+
+def _capture(run: Run) -> graphs.CapturedStep:
+    """A captured step for this fit's state; a ValueError naming why it cannot be captured."""
+    why = graphs.can_capture(run.state, run.rows.x.device)
+    if why is not None:
+        raise ValueError(f"cuda_graphs=True, but the step cannot be captured: {why}")
+    return graphs.CapturedStep(run.state)
+
+
+def _drain(run: Run, captured: graphs.CapturedStep, epoch: int, share: float) -> float:
+    """Apply the epoch's captured steps to the state's counters and the non-finite policy.
+
+    Returns the share of the rows whose step was skipped (taken out of the epoch's ELBO).
+    """
+    import dataclasses
+
+    counts = captured.drain()
+    state = run.state
+    if counts.replays and not run.config.cuda_graphs:
+        run.config = dataclasses.replace(run.config, cuda_graphs=True)
+    run.state = dataclasses.replace(
+        state,
+        steps=state.steps + counts.replays - counts.skipped,
+        skipped=state.skipped + counts.skipped,
+        consecutive_skips=counts.consecutive_at_end,
+    )
+    if counts.skipped:
+        message = f"{counts.skipped} of the {counts.replays} captured steps of epoch {epoch + 1} had a non-finite loss or gradient; their updates were not applied"
+        if state.on_nonfinite == "stop":
+            _diverge(run, f"{message}; training stopped with the parameters of the finite updates (err.result). Try a smaller lr, clip_norm=, or check the data scale.")
+        if counts.max_consecutive >= state.max_skips:
+            _diverge(run, f"{message}; {counts.max_consecutive} updates in a row were skipped (max_skips={state.max_skips})")
+    return share * counts.skipped
 
 
 def _set_lr(run: Run, lr: float) -> None:

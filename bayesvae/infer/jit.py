@@ -103,35 +103,52 @@ class CompiledLoss:
                     self.param_set.unconstrained.update(saved)
 
     def __call__(self, batch: Batch, key_extra: Any = None) -> Any:
+        fn = self.graph_for(batch, key_extra)
+        if fn is None:
+            return self.loss(batch)
+        return self.replay(fn, batch)
+
+    def key(self, batch: Batch, key_extra: Any = None) -> tuple:
+        """What a graph is traced for: shapes, ``num_data``, small buffer values, ``key_extra``."""
         cov = tuple(sorted(batch.covariates))
-        key = (
+        return (
             tuple(batch.x.shape),
             tuple((k, tuple(batch.covariates[k].shape)) for k in cov),
             batch.num_data,
             self._buffers_key(),
             key_extra,
         )
+
+    def graph_for(self, batch: Batch, key_extra: Any = None):
+        """The traced function for ``batch`` (traced now if new), or None: run this step eagerly."""
         if self.failed:
-            return self.loss(batch)
+            return None
+        key = self.key(batch, key_extra)
         fn = self.cache.get(key)
         if fn is None:
             if len(self.cache) > 16:  # e.g. a buffer that changes every step: stop caching
                 self.cache.clear()
+            cov = tuple(sorted(batch.covariates))
             try:
                 fn = self._trace(batch, cov)
                 if self.check and not self._agrees(fn, batch, cov):
                     logger.info("the traced training step differs from the eager one for this model; running it eagerly")
                     self.failed = True
-                    return self.loss(batch)
+                    return None
             except Exception as exc:  # noqa: BLE001 - any tracing failure means: run eagerly
                 log = logger.info if self.check else logger.warning
                 log("could not trace the training step (%s: %s); running it eagerly", type(exc).__name__, exc)
                 self.failed = True
-                return self.loss(batch)
+                return None
             self.cache[key] = fn
+        return fn
+
+    def replay(self, fn, batch: Batch) -> Any:
+        """Run a traced function on ``batch`` with the current parameters as its inputs."""
         # Without the graph executor's optimization passes, a replay is the same arithmetic on
         # its first call as on its hundredth (the passes kick in after a few profiled runs and
         # may reassociate floating point), so a resumed fit stays bit-identical.
+        cov = tuple(sorted(batch.covariates))
         with torch.jit.optimized_execution(False):
             return fn(batch.x, batch.index, *(batch.covariates[k] for k in cov), *self.params)
 

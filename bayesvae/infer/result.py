@@ -39,7 +39,8 @@ class FitConfig:
     ``lr`` is the base learning rate; ``lr_schedule`` describes a schedule (``None``:
     constant). ``data_plate`` is the name of the data plate read from the first step's trace,
     ``rescaled`` whether the package scaled it by ``N / B`` itself. ``optimizer`` is the Adam
-    implementation that ran: ``"adam-fused"`` (torch's fused kernel) or ``"adam"``.
+    implementation that ran: ``"adam-fused"`` (torch's fused kernel) or ``"adam"``;
+    ``cuda_graphs`` whether full-batch steps were captured as CUDA graphs.
     """
 
     elbo: str = "trace"
@@ -59,6 +60,7 @@ class FitConfig:
     data_plate: str | None = "data"
     rescaled: bool = False
     optimizer: str = "adam"
+    cuda_graphs: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

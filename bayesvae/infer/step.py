@@ -239,25 +239,25 @@ def _grad_norm(params: tuple[torch.Tensor, ...]) -> torch.Tensor:
 
 
 def nonfinite_flag(params: tuple[torch.Tensor, ...], loss: torch.Tensor) -> torch.Tensor:
-    """A float tensor of shape (1,) on ``loss``'s device: 1 when the loss or any gradient is not finite.
+    """A float tensor of shape () on ``loss``'s device: 1 when the loss or any gradient is not finite.
 
     Computed on the device, without a host synchronization (what a captured step needs).
     """
-    flag = torch.logical_not(torch.isfinite(loss.detach())).to(torch.float32).reshape(1)
+    flag = torch.logical_not(torch.isfinite(loss.detach())).to(torch.float32).reshape(())
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return flag
     if _AMP_CHECK is not None and all(g.device == flag.device and g.is_floating_point() for g in grads):
         one = _ONES.get(flag.device)
         if one is None:
-            one = _ONES[flag.device] = torch.ones(1, device=flag.device)
+            one = _ONES[flag.device] = torch.ones((), device=flag.device)
         try:
             _AMP_CHECK(grads, flag, one)
             return flag
         except (RuntimeError, NotImplementedError):  # no kernel for this device or dtype
             pass
     norm = _grad_norm(params).to(flag.device)
-    return torch.maximum(flag, torch.logical_not(torch.isfinite(norm)).to(torch.float32).reshape(1))
+    return torch.maximum(flag, torch.logical_not(torch.isfinite(norm)).to(torch.float32).reshape(()))
 
 
 def step(state: TrainState, batch: Batch, *, compiled: bool = True) -> tuple[TrainState, torch.Tensor]:
