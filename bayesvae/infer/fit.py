@@ -289,13 +289,7 @@ def fit(
        arXiv:1810.09538.
     """
     dev = resolve_device(device)
-    if cuda_graphs not in (True, False):
-        raise ValueError(f"cuda_graphs must be True or False, got {cuda_graphs!r}")
-    if cuda_graphs and dev.type not in graphs.GRAPH_DEVICE_TYPES:
-        raise ValueError(f"cuda_graphs=True needs a CUDA device; this fit runs on {dev}")
-    if cuda_graphs and kl_weight is not None:
-        raise ValueError("cuda_graphs=True captures steps at kl weight 1; a kl_weight= schedule changes every step's loss")
-    want_graphs = bool(cuda_graphs)
+    captured = _graph_steps(cuda_graphs, dev, kl_weight)
     config = _config(elbo, epochs, batch_size, lr, num_particles, dev, seed, clip_norm, adam_eps, gradient, kl_weight, on_nonfinite, dynamic_binarization, checkpoint_every)
     ckpt = _checkpoint_path(checkpoint, resume, overwrite)
     rows, vrows = training_rows(model, guide, data, validation, groups=groups, validation_groups=validation_groups, covariates=covariates, validation_covariates=validation_covariates, device=dev, dtype=_dtype_of(model, guide), dynamic_binarization=dynamic_binarization, missing=missing)
@@ -325,8 +319,6 @@ def fit(
     schedules = [sub.anneal for m in owned_modules(model, guide) for sub in m.modules() if callable(getattr(sub, "anneal", None))]
     bar = _progress(progress, len(run.history), epochs)
     lock = checkpoint_lock(ckpt if ckpt.suffix != ".safetensors" else ckpt.parent) if ckpt is not None and replicas.is_main else contextlib.nullcontext()
-    captured: graphs.CapturedStep | None = None
-    eager_full = 0  # full-batch eager steps so far: the warm-up before a capture
     total = torch.zeros((), device=dev)  # one accumulator, in place: a captured step adds to it too
     with lock:
         for epoch in range(len(run.history), epochs):
@@ -335,7 +327,7 @@ def fit(
                 _set_lr(run, epoch_lr)
             t0 = run.begin_epoch()
             total.zero_()
-            covered, skipped0, full_share = 0.0, run.state.skipped if run.state else 0, 0.0
+            covered, skipped0 = 0.0, run.state.skipped if run.state else 0
             with pyro.validation_enabled(False):
                 for batch, share in minibatches(rows, bsz, run.order, replicas, dynamic_binarization=dynamic_binarization):
                     weight = 1.0 if kl_weight is None else _kl_at(kl_weight, epoch, run.state.steps if run.state else 0)
@@ -344,31 +336,25 @@ def fit(
                     if run.state is None:
                         objective = _start(run, objective, batch, elbo=elbo, num_particles=num_particles, gradient=gradient, lr=epoch_lr, jit=bool(use_jit), on_nonfinite=on_nonfinite, max_skips=max_skips)
                         _set_lr(run, epoch_lr)
-                        if want_graphs and (why := graphs.can_capture(run.state, dev)) is not None:
-                            raise ValueError(f"cuda_graphs=True, but the step cannot be captured: {why}")
+                        if captured is not None:
+                            captured.check(run.state)
                     full = batch.size == bsz // replicas.world
-                    if captured is None and want_graphs and full and eager_full >= graphs.WARMUP_STEPS:
-                        captured = _capture(run)
-                    if captured is not None and full:
-                        loss = captured(batch)  # 0 where the update was skipped; counted at drain
-                        if loss is not None:
-                            total += loss * share
-                            covered += share
-                            full_share = share
-                            continue
-                        captured, want_graphs = None, False  # the capture failed: uncaptured from here on
+                    if captured is not None and (loss := captured.take(run.state, batch, share, full)) is not None:
+                        total += loss * share  # 0 where the update was skipped; counted at the drain
+                        covered += share
+                        continue
                     skipped = run.state.skipped
                     try:
-                        with graphs.warmup_stream(dev) if want_graphs and captured is None else contextlib.nullcontext():
+                        with captured.warmup() if captured is not None else contextlib.nullcontext():
                             run.state, loss = step(run.state, batch, compiled=full and weight == 1.0)
-                        eager_full += full
                     except NonFiniteStep as exc:
                         _diverge(run, f"{exc}; training stopped and the last finite parameters were kept (err.result). Try a smaller lr, clip_norm=, or check the data scale.")
                     if run.state.skipped == skipped:  # share-weighted: a partition of the rows
                         total += loss * share
                         covered += share
-            if captured is not None:
-                covered -= _drain(run, captured, epoch, full_share)
+                        if captured is not None:
+                            captured.stepped(full)
+            covered -= _drain(run, captured, epoch)
             run.elapsed += time.perf_counter() - t0
             record = _record(run, epoch, total, covered, epoch_lr, weight if kl_weight is not None else None, skipped0 if on_nonfinite == "skip" else None)
             if vrows is not None and replicas.is_main:
@@ -419,23 +405,27 @@ def _start(run: Run, objective: Any, batch: Any, *, elbo, num_particles, gradien
     return objective
 
 
-def _capture(run: Run) -> graphs.CapturedStep:
-    """A captured step for this fit's state; a ValueError naming why it cannot be captured."""
-    why = graphs.can_capture(run.state, run.rows.x.device)
-    if why is not None:
-        raise ValueError(f"cuda_graphs=True, but the step cannot be captured: {why}")
-    return graphs.CapturedStep(run.state)
+def _graph_steps(cuda_graphs: Any, dev: torch.device, kl_weight: Any) -> graphs.GraphSteps | None:
+    if cuda_graphs not in (True, False):
+        raise ValueError(f"cuda_graphs must be True or False, got {cuda_graphs!r}")
+    if cuda_graphs and dev.type not in graphs.GRAPH_DEVICE_TYPES:
+        raise ValueError(f"cuda_graphs=True needs a CUDA device; this fit runs on {dev}")
+    if cuda_graphs and kl_weight is not None:
+        raise ValueError("cuda_graphs=True captures steps at kl weight 1; a kl_weight= schedule changes every step's loss")
+    return graphs.GraphSteps(dev) if cuda_graphs else None
 
 
-def _drain(run: Run, captured: graphs.CapturedStep, epoch: int, share: float) -> float:
+def _drain(run: Run, captured: graphs.GraphSteps | None, epoch: int) -> float:
     """Apply the epoch's captured steps to the state's counters and the non-finite policy.
 
     Returns the share of the rows whose step was skipped (taken out of the epoch's ELBO).
     """
     import dataclasses
 
-    counts = captured.drain()
-    state = run.state
+    drained = captured.drain() if captured is not None else None
+    if drained is None:
+        return 0.0
+    (counts, share), state = drained, run.state
     if counts.replays and not run.config.cuda_graphs:
         run.config = dataclasses.replace(run.config, cuda_graphs=True)
     run.state = dataclasses.replace(

@@ -56,7 +56,7 @@ from torch import nn
 
 from bayesvae.convention import Batch
 
-__all__ = ["CapturedStep", "EpochCounts", "can_capture", "CudaGraph", "StandInGraph", "GRAPH_DEVICE_TYPES", "warmup_stream"]
+__all__ = ["CapturedStep", "GraphSteps", "EpochCounts", "can_capture", "CudaGraph", "StandInGraph", "GRAPH_DEVICE_TYPES", "warmup_stream"]
 
 logger = logging.getLogger(__name__)
 
@@ -254,3 +254,49 @@ def warmup_stream(device: torch.device):
         torch.cuda.current_stream(device).wait_stream(side)
 
     return run()
+
+
+class GraphSteps:
+    """A fit's use of captured steps: warm-up, capture, replay and the epoch's accounting.
+
+    ``fit`` asks :meth:`take` for every batch; None means "take an uncaptured step" (the
+    warm-up steps, partial batches, or a capture that failed), run inside :meth:`warmup`.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.captured: CapturedStep | None = None
+        self.eager_full = 0
+        self.share = 0.0
+
+    def check(self, state: Any) -> None:
+        why = can_capture(state, self.device)
+        if why is not None:
+            raise ValueError(f"cuda_graphs=True, but the step cannot be captured: {why}")
+
+    def take(self, state: Any, batch: Batch, share: float, full: bool) -> torch.Tensor | None:
+        """The replayed step's loss (0 where its update was skipped), or None."""
+        if not full:
+            return None
+        if self.captured is None:
+            if self.eager_full < WARMUP_STEPS:
+                return None
+            self.check(state)
+            self.captured = CapturedStep(state)
+        loss = self.captured(batch)
+        if loss is not None:
+            self.share = share
+        return loss
+
+    def warmup(self):
+        """The context of an uncaptured step: a side stream until the first capture."""
+        return warmup_stream(self.device) if self.captured is None else contextlib.nullcontext()
+
+    def stepped(self, full: bool) -> None:
+        self.eager_full += bool(full)
+
+    def drain(self) -> tuple[EpochCounts, float] | None:
+        """The epoch's counts and the share of one full batch, or None when nothing was replayed."""
+        if self.captured is None:
+            return None
+        return self.captured.drain(), self.share
