@@ -52,15 +52,17 @@ import bayesvae as bv
 RESULTS = Path(__file__).parent / "results"
 
 
-def load_rows(rows: int, data_dir: str | None, device: torch.device) -> tuple[torch.Tensor, str]:
+def load_rows(rows: int, data_dir: str | None, device: torch.device, synthetic: bool = False) -> tuple[torch.Tensor, str]:
     try:
+        if synthetic:
+            raise ml.BenchmarkError("synthetic data asked for")
         d = ml.find_data_dir(data_dir)
         x = torch.from_numpy(bv.datasets.read_binarized_mnist(d / "binarized_mnist" / "binarized_mnist_train.amat.gz").x[:rows].copy())
         what = f"the first {x.shape[0]} rows of Larochelle's static binarized MNIST"
     except ml.BenchmarkError:
         g = torch.Generator().manual_seed(0)
         x = (torch.rand(rows, ml.D, generator=g) < 0.13).float()
-        what = f"{rows} synthetic rows of Bernoulli(0.13) pixels (no shared/data found)"
+        what = f"{rows} synthetic rows of Bernoulli(0.13) pixels" + ("" if synthetic else " (no shared/data found)")
     return x.to(device), what
 
 
@@ -85,6 +87,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, nargs="+", default=None, help="torch threads (default: 1 and 2 on a CPU, torch's on a GPU)")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--synthetic", action="store_true", help="synthetic rows even where MNIST is found")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -92,7 +95,7 @@ def main(argv=None) -> int:
         print("error: --device cuda, but torch.cuda.is_available() is False", file=sys.stderr)
         return 2
     threads = args.threads or ([1, 2] if device.type == "cpu" else [torch.get_num_threads()])
-    x, what = load_rows(args.rows, args.data_dir, device)
+    x, what = load_rows(args.rows, args.data_dir, device, args.synthetic)
     mean = x.double().mean(0).clamp(0.001, 0.999)
     out_bias = torch.log(mean / (1 - mean)).float()
     header = {**machine_info(device), "load_before": load_average(), "data": what}

@@ -332,10 +332,14 @@ def build_bayesvae(out_bias: torch.Tensor) -> tuple[bv.VAE, bv.AmortizedGuide]:
     return model, guide
 
 
-def fit_options(proto: Protocol, schedule: Callable[[int], float]) -> dict[str, Any]:
+def fit_options(proto: Protocol, schedule: Callable[[int], float], cuda_graphs: bool = False) -> dict[str, Any]:
     """Keyword arguments for ``bayesvae.fit`` beyond the basics; a clear error when it lacks one."""
     accepted = inspect.signature(bv.fit).parameters
     kw: dict[str, Any] = {"lr": proto.lr if proto.schedule == "constant" else schedule}
+    if cuda_graphs:
+        if "cuda_graphs" not in accepted:
+            raise BenchmarkError("this bayesvae.fit has no cuda_graphs= option; update bayesvae or drop --cuda-graphs")
+        kw["cuda_graphs"] = True
     if proto.adam_eps is not None:
         if "adam_eps" not in accepted:
             raise BenchmarkError(
@@ -368,7 +372,7 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_bayesvae(proto: Protocol, data: Data, device: torch.device, schedule, between: Callable[[int], None] | None, log):
+def run_bayesvae(proto: Protocol, data: Data, device: torch.device, schedule, between: Callable[[int], None] | None, log, cuda_graphs: bool = False):
     """``bayesvae.fit`` with per-epoch wall times; ``between(epoch)`` runs after each epoch (untimed)."""
     torch.manual_seed(proto.seed)
     model, guide = build_bayesvae(data.out_bias.cpu())
@@ -387,7 +391,7 @@ def run_bayesvae(proto: Protocol, data: Data, device: torch.device, schedule, be
         sync(device)
         mark[0] = time.perf_counter()
 
-    kw = fit_options(proto, schedule)
+    kw = fit_options(proto, schedule, cuda_graphs)
     elbo = "iwae" if proto.objective == "iwae" else proto.objective
     mark[0] = time.perf_counter()
     try:
@@ -646,6 +650,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         " judged against it), torch.optim.Adam's default implementation, or both (each its own alternated run)",
     )
     p.add_argument("--device", default="cpu")
+    p.add_argument("--cuda-graphs", action="store_true", help="bayesvae side: fit(..., cuda_graphs=True), each full-batch step captured as one CUDA graph (with --device cuda)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--acceptance", action="store_true", help="the acceptance protocol: static, 150 epochs, b=100, constant lr 1e-3, K=1000 on 1000 test rows, seed 0, both implementations alternated")
     p.add_argument("--check-estimators", action="store_true", help="first score 100 test rows with both estimators on the same (initial) weights; they must agree (done by --acceptance)")
@@ -733,7 +738,7 @@ def main(argv=None) -> int:
 
     bv_times, fit_adam = None, None
     if args.impl in ("bayesvae", "both"):
-        fit, bv_times = run_bayesvae(proto, data, device, schedules["bayesvae"], torch_epoch if trainer else None, log)
+        fit, bv_times = run_bayesvae(proto, data, device, schedules["bayesvae"], torch_epoch if trainer else None, log, cuda_graphs=args.cuda_graphs)
         ev = evaluate_bayesvae(fit, proto, data)
         results["bayesvae"] = {**ev, "timing": timing_summary(bv_times)}
         fit_adam = "fused" if getattr(fit.config, "optimizer", "adam") == "adam-fused" else "default"
@@ -890,6 +895,8 @@ def render(runs: list[dict[str, Any]]) -> list[str]:
                 f"- **acceptance: {'PASS' if a['pass'] else 'FAIL'}** (|Δ log p̂| <= 0.5: {a['loglik_within_0.5']}; epoch ratio <= 1.05 on the minima: {a['epoch_ratio_min_le_1.05']},"
                 f" on the medians: {a['epoch_ratio_median_le_1.05']}, paired: {a['epoch_ratio_paired_le_1.05']}; estimators agree within 4 SE: {a.get('estimators_agree_within_4_se', 'n/a')})"
             )
+        if run.get("note"):
+            lines.append(f"- note: {run['note']}")
         p = run["protocol"]
         if p["epochs"] < 20 or (p["train_rows"] and p["train_rows"] < 10000):
             lines.append("- **smoke run** (few epochs or a training subset): not comparable with the published numbers.")

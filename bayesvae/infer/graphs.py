@@ -1,6 +1,6 @@
-r"""A whole training step captured as one CUDA graph and replayed (``fit(..., cuda_graphs=...)``).
+r"""A whole training step captured as one CUDA graph and replayed (``fit(..., cuda_graphs=True)``).
 
-At small batches a GPU step is *launch-bound*: the Burda MNIST network's step is some 70
+At small batches a GPU step is *launch-bound*: the Burda MNIST network's step is dozens of
 kernels (forward, backward, gradient check, Adam), each a few microseconds of GPU work but
 several microseconds of host-side launch, plus Pyro's Python per step. A CUDA graph [1]_
 records the kernels of one step once and replays them with one launch.
@@ -33,9 +33,24 @@ counters, re-capture when the learning rate changes -- run on any device with a
 stand-in for the graph (``graph_factory``, used by the CPU tests); only the capture itself
 needs CUDA.
 
-Not captured (the step runs uncaptured, with a per-step host check, as on CPU): a loss
-that could not be traced, data-parallel fits (the all-reduce), a KL weight other than 1,
-partial batches, and an optimizer without torch's fused Adam.
+Partial batches and the warm-up steps run uncaptured, with a per-step host check, as on a
+CPU. ``cuda_graphs=True`` is refused, naming the reason, for a loss that is not traced, a
+data-parallel fit (the all-reduce), a KL-weight schedule and an optimizer without torch's
+fused Adam; a capture that fails at run time logs a warning and the fit goes on uncaptured.
+
+Why capture by hand rather than ``torch.compile(mode="reduce-overhead")``: TorchDynamo does
+not see one graph in a Pyro ELBO. ``torch._dynamo.explain`` on
+``TraceMeanField_ELBO().differentiable_loss`` of the tutorial VAE (torch 2.13, pyro 1.9.2)
+finds 15 graphs and 14 graph breaks (Pyro's messenger stack, ``pyro.param`` recompiling per
+parameter name, ``Tensor.item()`` in ``torch_item``); on the package's VAE, 10 graphs and 9
+breaks. "reduce-overhead" would capture the fragments, with Python between them. The
+traced loss of :class:`~bayesvae.infer.jit.CompiledLoss` is one graph of tensor operations,
+so capturing it (with backward and the fused optimizer) needs no change to Pyro.
+
+Status: the CPU tests run all of the code above with :class:`StandInGraph`; the real
+capture (:class:`CudaGraph`) is exercised only by the CUDA tests in
+``tests/infer/test_graphs.py``, which skip without a GPU, and measured by
+``benchmarks/epoch_time.py --device cuda``. That is why it is opt-in.
 
 References
 ----------
