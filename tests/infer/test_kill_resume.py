@@ -24,7 +24,8 @@ CHILD = textwrap.dedent("""
     guide = bv.AmortizedGuide(model, hidden=(16,))
     x = torch.as_tensor(bv.datasets.digits(binarize=True).x[:64], dtype=torch.float32)
     print("START", flush=True)
-    bv.fit(model, guide, x, epochs=150, batch_size=32, seed=0, checkpoint=ck, resume=True, progress=False)
+    # long enough (about 10 s) that no run between kills of at most 1.5 s can finish it
+    bv.fit(model, guide, x, epochs=400, batch_size=32, seed=0, checkpoint=ck, resume=True, progress=False)
     torch.save([p.detach() for p in [*model.parameters(), *guide.parameters()]], out)
     print("DONE", flush=True)
 """)
