@@ -74,11 +74,6 @@ def protocol(batch_size: int, device: torch.device) -> ml.Protocol:
     )
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -125,7 +120,7 @@ def main(argv=None) -> int:
                 mark = [0.0]
 
                 def callback(record):
-                    sync(device)
+                    ml.sync(device)
                     times.append(time.perf_counter() - mark[0])
                     mark[0] = time.perf_counter()
 

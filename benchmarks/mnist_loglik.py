@@ -736,12 +736,12 @@ def main(argv=None) -> int:
             t.epoch(e)
             log(e + 1, name, t.elbos[-1], t.times[-1])
 
-    bv_times, fit_adam = None, None
+    bv_times = None
     if args.impl in ("bayesvae", "both"):
         fit, bv_times = run_bayesvae(proto, data, device, schedules["bayesvae"], torch_epoch if trainer else None, log, cuda_graphs=args.cuda_graphs)
         ev = evaluate_bayesvae(fit, proto, data)
-        results["bayesvae"] = {**ev, "timing": timing_summary(bv_times)}
-        fit_adam = "fused" if getattr(fit.config, "optimizer", "adam") == "adam-fused" else "default"
+        adam = "fused" if getattr(fit.config, "optimizer", "adam") == "adam-fused" else "default"
+        results["bayesvae"] = {**ev, "adam": adam, "timing": timing_summary(bv_times)}
         calls = getattr(schedules["bayesvae"], "calls", None)
         if calls:
             results["bayesvae"]["schedule_epochs_called"] = [min(calls), max(calls)]
@@ -751,8 +751,6 @@ def main(argv=None) -> int:
     for name, t in trainers.items():
         ev = t.evaluate()
         results[name] = {**ev, "adam": t.adam, "timing": timing_summary(RunTimes(t.times, math.ceil(data.train.shape[0] / proto.batch_size), t.elbos))}
-    if fit_adam is not None and "bayesvae" in results:
-        results["bayesvae"]["adam"] = fit_adam
     header["load_after"] = load_average()
     for impl, r in results.items():
         t = r["timing"]

@@ -118,6 +118,19 @@ class StandInGraph:
 GRAPH: Callable[[], Any] = CudaGraph
 
 
+@contextlib.contextmanager
+def _capturable(groups):
+    """Adam's ``capturable`` flag on for the capture (fused Adam keeps its step counts on the device already)."""
+    saved = [g.get("capturable", False) for g in groups]
+    for g in groups:
+        g["capturable"] = True
+    try:
+        yield
+    finally:
+        for g, c in zip(groups, saved):
+            g["capturable"] = c
+
+
 def can_capture(state: Any, device: torch.device) -> str | None:
     """Why this state's step cannot be captured, or None when it can."""
     if state.compiled is None or state.compiled.failed:
@@ -223,27 +236,16 @@ class CapturedStep:
             torch.maximum(self.max_consecutive, self.consecutive, out=self.max_consecutive)
 
         graph = self.factory()
-        groups = opt.param_groups
-        capturable = [g.get("capturable", False) for g in groups]
         try:
-            with self._capture_mode(groups):
+            with _capturable(opt.param_groups):
                 graph.capture(body)
         except Exception as exc:  # noqa: BLE001 - a step that cannot be captured runs uncaptured
             logger.warning("could not capture the training step as a CUDA graph (%s: %s); running it uncaptured", type(exc).__name__, exc)
             opt.zero_grad(set_to_none=True)
             self.failed = True
             return None
-        finally:
-            for g, c in zip(groups, capturable):
-                g["capturable"] = c
         self.graphs[key] = (graph, static)
         return graph, static
-
-    @contextlib.contextmanager
-    def _capture_mode(self, groups):
-        for g in groups:
-            g["capturable"] = True  # fused Adam keeps its step counts on the device already
-        yield
 
     def drain(self) -> EpochCounts:
         """The epoch's counts (one host synchronization), and the counters reset for the next."""
