@@ -52,6 +52,21 @@ def make_head(site: LocalSite, in_features: int) -> LocalHead:
     return HEADS[site.family](site, in_features)
 
 
+class _Normal(dist.Normal):
+    """``dist.Normal`` whose reparameterized draw is ``loc + randn * scale``.
+
+    The same draws as torch's (eager ``_standard_normal`` is ``empty().normal_()``, which is
+    ``randn``; under ``torch.jit.trace`` it becomes ``normal(zeros, ones)``, the same numbers
+    after two allocations, two fills and a multiply-add). The traced step records ``randn``
+    with its size, which :class:`~bayesvae.infer.jit.CompiledLoss` keys its graphs by.
+    """
+
+    def rsample(self, sample_shape=torch.Size()):
+        shape = self._extended_shape(sample_shape)
+        eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
+        return self.loc + eps * self.scale
+
+
 @register_head("normal")
 class NormalHead(LocalHead):
     r"""Diagonal Gaussian :math:`q(z \mid h) = \mathcal N(\mu(h), \mathrm{diag}\,\sigma(h)^2)`.
@@ -65,7 +80,7 @@ class NormalHead(LocalHead):
 
     def forward(self, h):
         loc, raw = self.linear(h).chunk(2, dim=-1)
-        return dist.Normal(loc, F.softplus(raw) + MIN_SCALE).to_event(1)
+        return _Normal(loc, F.softplus(raw) + MIN_SCALE).to_event(1)
 
 
 def _inv_softplus(y: float) -> float:

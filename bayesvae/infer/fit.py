@@ -340,7 +340,7 @@ def fit(
                             captured.check(run.state)
                     full = batch.size == bsz // replicas.world
                     if captured is not None and (loss := captured.take(run.state, batch, share, full)) is not None:
-                        total += loss * share  # 0 where the update was skipped; counted at the drain
+                        total.add_(loss, alpha=share)  # 0 where the update was skipped; counted at the drain
                         covered += share
                         continue
                     skipped = run.state.skipped
@@ -350,7 +350,7 @@ def fit(
                     except NonFiniteStep as exc:
                         _diverge(run, f"{exc}; training stopped and the last finite parameters were kept (err.result). Try a smaller lr, clip_norm=, or check the data scale.")
                     if run.state.skipped == skipped:  # share-weighted: a partition of the rows
-                        total += loss * share
+                        total.add_(loss, alpha=share)
                         covered += share
                         if captured is not None:
                             captured.stepped(full)

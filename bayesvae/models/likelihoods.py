@@ -111,6 +111,35 @@ class _BernoulliLogits(dist.Bernoulli):
         return F.softplus(logits).addcmul_(logits, value, value=-1).neg_()
 
 
+class _BernoulliRows(dist.Independent):
+    r"""Bernoulli(logits) over the last dimension as one event, its log-density one row sum.
+
+    :math:`\log p(x_n) = -\sum_d \mathrm{BCE}(l_{nd}, x_{nd})`: the per-cell kernel, a sum
+    over the row and the sign on the row total. ``_BernoulliLogits(logits).to_event(1)``
+    gives the same numbers bit for bit (negation is exact, so the sum of negated cells is
+    the negated sum) with two more full-size passes, a negation forward and its gradient
+    backward, which on the Burda MNIST network are about 1 % of a training step.
+    """
+
+    def __init__(self, logits: torch.Tensor, validate_args: bool | None = None) -> None:
+        super().__init__(_BernoulliLogits(logits=logits), 1, validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(_BernoulliRows, _instance)
+        return super().expand(batch_shape, _instance=new)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        logits = self.base_dist.logits
+        if value.shape != logits.shape:  # e.g. vectorized particles: (P, B, d) vs (B, d)
+            shape = torch.broadcast_shapes(value.shape, logits.shape)
+            logits, value = logits.expand(shape), value.expand(shape)
+        if torch.is_grad_enabled() and logits.requires_grad:
+            return F.binary_cross_entropy_with_logits(logits, value, reduction="none").sum(-1).neg_()
+        return F.softplus(logits).addcmul_(logits, value, value=-1).sum(-1).neg_()
+
+
 @register
 class Bernoulli(Likelihood):
     r"""Bernoulli likelihood for binary data: :math:`x_{nd} \sim \mathrm{Bernoulli}(\sigma(f_d(z_n)))`.
@@ -120,7 +149,7 @@ class Bernoulli(Likelihood):
     """
 
     def distribution(self, out):
-        return _BernoulliLogits(logits=out).to_event(1)
+        return _BernoulliRows(out)
 
     def mean(self, out):
         return torch.sigmoid(out)
