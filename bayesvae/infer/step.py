@@ -11,8 +11,10 @@ The shape is NumPyro's ``SVIState`` + ``update`` and Pyro's ``SVI.step``:
 A step computes ``loss = objective.differentiable_loss(model, guide, batch.x, **batch.kwargs())``
 (traced and replayed when :class:`~bayesvae.infer.jit.CompiledLoss` is on), back-propagates,
 all-reduces the gradients across data-parallel replicas, and applies one ``torch.optim.Adam``
-update (torch's fused kernel where the device has one) to every tensor the fit owns. Torch updates parameters in place, so the returned
-state shares its tensors with the old one; what is returned new are the counters.
+update to every tensor the fit owns: torch's fused kernel where the device has one, called
+directly (:func:`adam_update`, bit-identical to ``Adam.step()`` without its per-step Python).
+Torch updates parameters in place, so the returned state shares its tensors with the old
+one; what is returned new are the counters.
 
 The state is guarded, not only the loss: an update is applied only when the loss *and* the
 gradient norm are finite (with finite gradients Adam's step is bounded by the learning rate,
