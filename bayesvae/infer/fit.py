@@ -319,6 +319,7 @@ def fit(
     schedules = [sub.anneal for m in owned_modules(model, guide) for sub in m.modules() if callable(getattr(sub, "anneal", None))]
     bar = _progress(progress, len(run.history), epochs)
     lock = checkpoint_lock(ckpt if ckpt.suffix != ".safetensors" else ckpt.parent) if ckpt is not None and replicas.is_main else contextlib.nullcontext()
+    full_size = bsz // replicas.world  # this process's rows of a full minibatch
     total = torch.zeros((), device=dev)  # one accumulator, in place: a captured step adds to it too
     with lock:
         for epoch in range(len(run.history), epochs):
@@ -338,7 +339,7 @@ def fit(
                         _set_lr(run, epoch_lr)
                         if captured is not None:
                             captured.check(run.state)
-                    full = batch.size == bsz // replicas.world
+                    full = batch.x.shape[0] == full_size
                     if captured is not None and (loss := captured.take(run.state, batch, share, full)) is not None:
                         total.add_(loss, alpha=share)  # 0 where the update was skipped; counted at the drain
                         covered += share

@@ -65,23 +65,25 @@ class CompiledLoss:
         self.check = check
         self.cache: dict[Any, Any] = {}
         self.failed = False
-        self._submodules: list[nn.Module] | None = None
+        self._submodules: list[dict] | None = None
 
     def _buffers_key(self) -> tuple:
         """The values of the small buffers (a graph bakes in what the model reads as numbers).
 
-        The submodules are listed once (walking them recursively every step costs more than a
-        small network's update); each step reads their buffer dictionaries afresh, so a buffer
-        reassigned or registered on an existing submodule is seen. With no small buffers --
+        The submodules' buffer dictionaries are listed once (walking the modules recursively
+        every step costs more than a small network's update); each step reads those
+        dictionaries afresh, so a buffer reassigned or registered on an existing submodule is
+        seen. With no small buffers --
         most models -- the key is empty and reading it costs no device synchronization.
         """
-        if self._submodules is None:
-            self._submodules = [sub for m in self.modules for sub in m.modules()]
+        if self._submodules is None:  # each submodule's buffer dictionary (registering mutates it)
+            self._submodules = [sub._buffers for m in self.modules for sub in m.modules()]
         values = []
-        for sub in self._submodules:
-            for b in sub._buffers.values():
-                if b is not None and b.numel() <= 64:
-                    values.append(tuple(b.detach().cpu().flatten().tolist()))
+        for buffers in self._submodules:
+            if buffers:
+                for b in buffers.values():
+                    if b is not None and b.numel() <= 64:
+                        values.append(tuple(b.detach().cpu().flatten().tolist()))
         return tuple(values)
 
     @contextlib.contextmanager

@@ -60,6 +60,28 @@ def test_direct_fused_adam_is_bit_identical_to_adam_step(skip):
         assert float(o2.state[qs[1]]["step"]) == float(o1.state[ps[1]]["step"]) < 40
 
 
+def test_direct_fused_adam_follows_a_loaded_state():
+    """``load_state_dict`` replaces the state tensors: the next update uses the loaded ones."""
+    import copy
+
+    ps, qs, o1, o2 = _pair()
+    _run(ps, qs, o1, o2, steps=10)
+    saved_state, saved_params = copy.deepcopy(o2.state_dict()), [q.detach().clone() for q in qs]
+    _run(ps, qs, o1, o2, steps=10)  # o1 by Adam.step, o2 by the direct kernel: the reference
+    after = [q.detach().clone() for q in qs]
+    o2.load_state_dict(saved_state)
+    with torch.no_grad():
+        for q, v in zip(qs, saved_params):
+            q.copy_(v)
+    gen = torch.Generator().manual_seed(1)  # each _run draws its gradients from this stream afresh
+    for _ in range(10):
+        for q in qs:
+            q.grad = torch.randn(q.shape, generator=gen)
+        adam_update(o2)
+    assert all(torch.equal(q, a) for q, a in zip(qs, after))
+    assert float(o2.state[qs[0]]["step"]) == 20
+
+
 @pytest.mark.parametrize("options", [dict(fused=False), dict(amsgrad=True), dict(weight_decay=0.1), dict(maximize=True)])
 def test_other_adam_settings_go_through_adam_step(options):
     fused = options.pop("fused", True)
@@ -156,3 +178,19 @@ def test_normal_head_draws_the_same_numbers_eagerly_and_traced():
     assert torch.equal(c, dist.Normal(loc, scale).rsample())
     assert not torch.equal(traced(loc, scale), c)  # every replay draws afresh
     assert isinstance(_Normal(loc, scale).expand((2, 100, 5)), _Normal)
+
+
+def test_advancing_the_state_is_dataclasses_replace():
+    import dataclasses
+
+    from bayesvae.infer.step import TrainState, _advanced
+
+    assert not hasattr(TrainState, "__post_init__") and not hasattr(TrainState, "__slots__")
+    values = {f.name: object() for f in dataclasses.fields(TrainState)}
+    values.update(steps=4, skipped=2, consecutive_skips=3)
+    state = TrainState(**values)
+    a, b = _advanced(state, 5), dataclasses.replace(state, steps=5, consecutive_skips=0)
+    assert type(a) is TrainState and a == b and a is not state
+    assert (a.steps, a.consecutive_skips, a.skipped) == (5, 0, 2) and state.steps == 4
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.steps = 6
