@@ -65,7 +65,7 @@ class CompiledLoss:
         self.check = check
         self.cache: dict[Any, Any] = {}
         self.failed = False
-        self._submodules: list[dict] | None = None
+        self._buffer_dicts: list[dict] | None = None
 
     def _buffers_key(self) -> tuple:
         """The values of the small buffers (a graph bakes in what the model reads as numbers).
@@ -73,13 +73,13 @@ class CompiledLoss:
         The submodules' buffer dictionaries are listed once (walking the modules recursively
         every step costs more than a small network's update); each step reads those
         dictionaries afresh, so a buffer reassigned or registered on an existing submodule is
-        seen. With no small buffers --
-        most models -- the key is empty and reading it costs no device synchronization.
+        seen. With no small buffers -- most models -- the key is empty and reading it costs
+        no device synchronization.
         """
-        if self._submodules is None:  # each submodule's buffer dictionary (registering mutates it)
-            self._submodules = [sub._buffers for m in self.modules for sub in m.modules()]
+        if self._buffer_dicts is None:  # registering a buffer mutates its module's dictionary
+            self._buffer_dicts = [sub._buffers for m in self.modules for sub in m.modules()]
         values = []
-        for buffers in self._submodules:
+        for buffers in self._buffer_dicts:
             if buffers:
                 for b in buffers.values():
                     if b is not None and b.numel() <= 64:

@@ -273,22 +273,17 @@ def adam_update(opt: torch.optim.Optimizer) -> None:
         opt.step()
         return
     params, exp_avgs, exp_avg_sqs, steps = lists
-    grads = []
-    for p in params:
-        g = p.grad
-        if g is None or g.is_sparse:
-            break
-        grads.append(g)
-    else:
-        _fused(group, params, grads, exp_avgs, exp_avg_sqs, steps)
-        return
-    if any(p.grad is not None and p.grad.is_sparse for p in params):
-        opt.step()  # torch's error for sparse gradients
-        return
-    # parameters without a gradient this step are left out, as torch does (their step counters too)
-    keep = [i for i, p in enumerate(params) if p.grad is not None]
-    if keep:
-        _fused(group, *([lst[i] for i in keep] for lst in (params, [p.grad for p in params], exp_avgs, exp_avg_sqs, steps)))
+    grads = [p.grad for p in params]
+    if any(g is None or g.is_sparse for g in grads):
+        if any(g is not None and g.is_sparse for g in grads):
+            opt.step()  # torch's error for sparse gradients
+            return
+        # parameters without a gradient this step are left out, as torch does (their step counters too)
+        keep = [i for i, g in enumerate(grads) if g is not None]
+        if not keep:
+            return
+        params, grads, exp_avgs, exp_avg_sqs, steps = ([lst[i] for i in keep] for lst in (params, grads, exp_avgs, exp_avg_sqs, steps))
+    _fused(group, params, grads, exp_avgs, exp_avg_sqs, steps)
 
 
 _PLAIN_ADAM = (False, False, 0, False, False, False)
@@ -297,11 +292,13 @@ _LISTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _state_lists(opt: torch.optim.Optimizer, group: dict) -> tuple[list, list, list, list] | None:
     """(params, exp_avgs, exp_avg_sqs, steps) of the group, or None before every parameter has state."""
-    params = group["params"]
+    params, state = group["params"], opt.state
     cached = _LISTS.get(opt)
-    if cached is not None and cached[0] is opt.state and cached[1] is params and cached[2] == len(params) == len(opt.state):
+    if cached is not None and cached[0] is state and cached[1] is params and cached[2] == len(params) == len(state):
         return cached[3]
-    state, first = opt.state, params[0] if params else None
+    if not params or len(state) != len(params):
+        return None  # before every parameter has state (torch creates it at a parameter's first step)
+    first = params[0]
     lists: tuple[list, list, list, list] = ([], [], [], [])
     for p in params:
         st = state.get(p)
@@ -309,8 +306,6 @@ def _state_lists(opt: torch.optim.Optimizer, group: dict) -> tuple[list, list, l
             return None  # a new parameter's state, or lists torch would split by device and dtype
         for lst, t in zip(lists, (p, st["exp_avg"], st["exp_avg_sq"], st["step"])):
             lst.append(t)
-    if not params or len(state) != len(params):
-        return None
     _LISTS[opt] = (state, params, len(params), lists)
     return lists
 
